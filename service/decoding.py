@@ -1,0 +1,173 @@
+"""Raw inputs to signals in a modality's contract: bytes to pixels, bytes to a waveform, checks on
+text and tensors. The same functions read the training data and the service's requests, so a
+file the service accepts is decoded exactly as training decoded it.
+
+Every problem a caller can cause raises `InputError`, naming the input and how to fix it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import soundfile
+import soxr
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
+
+DEFAULT_MAX_PIXELS = 25_000_000
+PAPER_WHITE = (255, 255, 255)
+
+
+class InputError(ValueError):
+    """An input the model cannot use. `field` names it; the message says why and what to do."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def decode_image(
+    data: bytes, contract: ImageContract, field: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode PNG/JPEG/GIF/BMP/TIFF/WebP bytes to a uint8 array (H, W) or (H, W, 3) of the contract.
+
+    EXIF orientation is applied, transparency is laid over white paper, 16-bit and float images
+    are scaled to 8 bits, CMYK and palettes are converted, then the image is resized to the
+    contract (area averaging when shrinking).
+    """
+    if not data:
+        raise InputError(field, "is empty; send the bytes of a PNG or JPEG image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InputError(
+                field,
+                f"has {width}x{height} = {width * height} pixels, over the limit of {max_pixels};"
+                f" send a smaller image",
+            )
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb_or_l(image)
+    except InputError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(
+            field, "is not an image this service can read; send PNG, JPEG, GIF, BMP, TIFF or WebP"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        raise InputError(field, f"is a damaged or truncated image ({error}); send the whole file") from None
+    image = image.convert(contract.mode)
+    size = (contract.width, contract.height)
+    if image.size != size:
+        shrinking = image.width >= contract.width and image.height >= contract.height
+        resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
+        image = image.resize(size, resample)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _to_rgb_or_l(image: Image.Image) -> Image.Image:
+    """Bring any Pillow mode to 8-bit L or RGB, with transparency composited over white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        if image.mode == "F":
+            top = max(1.0, float(values.max(initial=1.0)))
+        scaled = np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(scaled, mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (*PAPER_WHITE, 255))
+        return Image.alpha_composite(paper, rgba).convert("RGB")
+    if image.mode in ("L", "RGB"):
+        return image
+    if image.mode == "1":
+        return image.convert("L")
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+
+
+def decode_audio(data: bytes, contract: AudioContract, field: str) -> np.ndarray:
+    """Decode WAV (or FLAC/OGG, anything libsndfile reads) of any rate, width and channel count to a
+    mono float32 waveform at the contract's sample rate, at most `max_seconds` long."""
+    if not data:
+        raise InputError(field, "is empty; send the bytes of a WAV file")
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as sound:
+            frames, rate = sound.frames, sound.samplerate
+            if frames <= 0:
+                raise InputError(field, "holds no samples; send a recording that is not empty")
+            seconds = frames / rate
+            if seconds > contract.max_seconds:
+                raise InputError(
+                    field,
+                    f"is {seconds:.2f} s long; this model accepts at most {contract.max_seconds:g} s,"
+                    f" trim the recording",
+                )
+            samples = sound.read(dtype="float32", always_2d=True)
+    except InputError:
+        raise
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise InputError(field, f"is not audio this service can read ({error}); send a WAV file") from None
+    if samples.shape[0] < frames or _wav_is_truncated(data):
+        raise InputError(field, "is truncated: its header promises more audio than it holds")
+    if not np.isfinite(samples).all():
+        raise InputError(field, "holds samples that are not finite numbers")
+    mono = samples.mean(axis=1)
+    if rate != contract.sample_rate:
+        mono = soxr.resample(mono, rate, contract.sample_rate, quality="HQ").astype(np.float32)
+    return mono[: contract.max_samples]
+
+
+def _wav_is_truncated(data: bytes) -> bool:
+    """True when a RIFF/WAVE file's data chunk declares more bytes than follow it. libsndfile reads
+    such a file without complaint, up to where it was cut off. A declared size of 0 or 0xFFFFFFFF
+    (written by streaming recorders that do not know the length yet) is not a promise."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return False
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if chunk == b"data":
+            return size not in (0, 0xFFFFFFFF) and offset + 8 + size > len(data)
+        offset += 8 + size + (size & 1)
+    return False
+
+
+def check_text(text: object, contract: TextContract, field: str) -> str:
+    if not isinstance(text, str):
+        raise InputError(field, f"must be a string, not {type(text).__name__}")
+    if not text.strip():
+        raise InputError(field, "is empty; leave the field out when there is no text")
+    size = len(text.encode("utf-8"))
+    if size > contract.max_length:
+        raise InputError(
+            field,
+            f"is {size} bytes of UTF-8; this model reads at most {contract.max_length}, shorten it",
+        )
+    return text
+
+
+def check_tensor(values: Sequence[object], contract: TensorContract, field: str) -> np.ndarray:
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise InputError(field, f"must be a list of {contract.length} numbers")
+    if len(values) != contract.length:
+        raise InputError(field, f"has {len(values)} numbers; this model needs exactly {contract.length}")
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"{field}[{index}]", f"must be a number, not {type(value).__name__}")
+        if not math.isfinite(value):
+            raise InputError(f"{field}[{index}]", f"must be a finite number, not {value}")
+    array = np.asarray(values, dtype=np.float64)
+    if np.abs(array).max(initial=0.0) > np.finfo(np.float32).max:
+        raise InputError(field, "holds a number too large for 32-bit floats")
+    return array.astype(np.float32)

@@ -1,0 +1,166 @@
+"""The model bundle: the contract between `training/` (which writes it) and `service/` (which serves it).
+
+A bundle is a folder `<repository>/<name>/<version>/` holding `manifest.json`, one ONNX encoder per
+modality, the shared head, and the training report. The manifest names every file with its sha256,
+each modality's input contract and temperature, the labels, and the fusion rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageContract(_Strict):
+    """An image is resized to `width` x `height`, converted to `mode`, scaled to [0, 1], normalized."""
+
+    kind: Literal["image"] = "image"
+    width: int = Field(gt=0, le=1024)
+    height: int = Field(gt=0, le=1024)
+    mode: Literal["L", "RGB"] = "L"
+    mean: float = 0.0
+    std: float = Field(default=1.0, gt=0)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode == "L" else 3
+
+
+class AudioContract(_Strict):
+    """Audio is down-mixed, resampled to `sample_rate`, padded to `max_seconds`, turned into a
+    log-mel spectrogram (`n_mels` x frames) and normalized."""
+
+    kind: Literal["audio"] = "audio"
+    sample_rate: int = Field(gt=0)
+    max_seconds: float = Field(gt=0)
+    n_fft: int = Field(default=256, gt=0)
+    hop_length: int = Field(default=128, gt=0)
+    n_mels: int = Field(default=32, gt=0)
+    mean: float = 0.0
+    std: float = Field(default=1.0, gt=0)
+
+    @property
+    def max_samples(self) -> int:
+        return round(self.sample_rate * self.max_seconds)
+
+    @property
+    def frames(self) -> int:
+        return 1 + self.max_samples // self.hop_length
+
+
+class TextContract(_Strict):
+    """Text is encoded as UTF-8 bytes; at most `max_length` bytes are accepted."""
+
+    kind: Literal["text"] = "text"
+    max_length: int = Field(gt=0, le=4096)
+
+
+class TensorContract(_Strict):
+    """A vector of exactly `length` finite numbers, normalized element-wise."""
+
+    kind: Literal["tensor"] = "tensor"
+    length: int = Field(gt=0, le=65536)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _normalization_matches_length(self) -> TensorContract:
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.length:
+                raise ValueError(f"{name} has {len(values)} values, expected length {self.length}")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError("std values must be positive")
+        return self
+
+
+InputContract = Annotated[
+    ImageContract | AudioContract | TextContract | TensorContract, Field(discriminator="kind")
+]
+Kind = Literal["image", "audio", "text", "tensor"]
+
+
+class ModalitySpec(_Strict):
+    input: InputContract
+    file: str
+    temperature: float = Field(gt=0)
+
+    @property
+    def kind(self) -> Kind:
+        return self.input.kind
+
+
+class HeadSpec(_Strict):
+    file: str
+    feature_dim: int = Field(gt=0)
+
+
+class FusionSpec(_Strict):
+    rule: Literal["entropy", "mean"] = "entropy"
+
+
+class Manifest(_Strict):
+    format_version: Literal[1] = FORMAT_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    version: int = Field(ge=1)
+    labels: list[str] = Field(min_length=2)
+    modalities: dict[str, ModalitySpec] = Field(min_length=1)
+    head: HeadSpec
+    fusion: FusionSpec = FusionSpec()
+    files: dict[str, str] = Field(description="every file of the bundle but the manifest -> sha256")
+    training: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _files_are_listed(self) -> Manifest:
+        needed = [spec.file for spec in self.modalities.values()] + [self.head.file]
+        unlisted = [name for name in needed if name not in self.files]
+        if unlisted:
+            raise ValueError(f"files {unlisted} are used but have no sha256 in 'files'")
+        return self
+
+
+class BundleError(Exception):
+    """A bundle that cannot be served: unreadable manifest, missing file, or wrong checksum."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(bundle: Path) -> Manifest:
+    path = bundle / MANIFEST_NAME
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except OSError as error:
+        raise BundleError(f"{path}: cannot read the manifest ({error.strerror})") from error
+    except ValueError as error:
+        raise BundleError(f"{path}: invalid manifest: {error}") from error
+
+
+def verify_bundle(bundle: Path) -> Manifest:
+    """Read the manifest and check every listed file's sha256; raise BundleError on any mismatch."""
+    manifest = read_manifest(bundle)
+    for name, expected in manifest.files.items():
+        path = bundle / name
+        if not path.is_file():
+            raise BundleError(f"{bundle}: file {name} is listed in the manifest but missing")
+        actual = sha256_of(path)
+        if actual != expected:
+            raise BundleError(f"{bundle}: {name} has sha256 {actual}, the manifest says {expected}")
+    return manifest

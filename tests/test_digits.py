@@ -1,0 +1,83 @@
+"""The bundled benchmark builder, on the real data."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from training.digits import DigitsOptions, build_digits
+
+pytestmark = pytest.mark.shared_data
+
+
+def _rows(folder: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]
+
+
+def _digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def built(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("digits")
+    build_digits(shared_data, out, DigitsOptions(limit=60, train_missing=0.2), progress=False)
+    return out
+
+
+def test_splits_pair_modalities_by_label(built: Path) -> None:
+    for split in ("train", "val", "test"):
+        rows = _rows(built, split)
+        assert len(rows) == 60
+        for row in rows:
+            assert row["source"]["fsdd"].startswith(f"{row['label']}_")
+            for key in ("image", "audio"):
+                if key in row:
+                    assert (built / row[key]).is_file()
+            if "pen" in row:
+                assert len(row["pen"]) == 16 and all(0 <= v <= 100 for v in row["pen"])
+
+
+def test_test_audio_comes_from_the_held_out_speaker_only(built: Path) -> None:
+    speakers = {
+        split: {r["source"]["fsdd"].split("_")[1] for r in _rows(built, split)}
+        for split in ("train", "val", "test")
+    }
+    assert speakers["test"] == {"theo"}
+    assert speakers["val"] == {"george"}
+    assert not {"theo", "george"} & speakers["train"]
+
+
+def test_validation_is_carved_from_training_files(built: Path) -> None:
+    train = {r["source"]["optdigits_row"] for r in _rows(built, "train")}
+    val = {r["source"]["optdigits_row"] for r in _rows(built, "val")}
+    assert not train & val
+    pens = {
+        split: {r["source"]["pendigits_row"] for r in _rows(built, split) if "pen" in r}
+        for split in ("train", "val")
+    }
+    assert not pens["train"] & pens["val"]
+
+
+def test_only_training_samples_miss_modalities_and_none_misses_all(built: Path) -> None:
+    train = _rows(built, "train")
+    assert any(len({"image", "audio", "text"} - row.keys()) > 0 for row in train)
+    assert all({"image", "audio", "text"} & row.keys() for row in train)
+    for split in ("val", "test"):
+        assert all({"image", "audio", "text", "pen"} <= row.keys() for row in _rows(built, split))
+
+
+def test_text_is_sometimes_unrelated_to_the_digit(built: Path) -> None:
+    languages = [r["source"]["language"] for split in ("train", "val", "test") for r in _rows(built, split)]
+    assert "" in languages and len(set(languages)) > 5
+
+
+def test_deterministic_given_the_seed(shared_data: Path, built: Path, tmp_path: Path) -> None:
+    build_digits(shared_data, tmp_path / "again", DigitsOptions(limit=60, train_missing=0.2), progress=False)
+    assert _digest(tmp_path / "again") == _digest(built)
+    build_digits(shared_data, tmp_path / "other", DigitsOptions(limit=60, seed=1), progress=False)
+    assert _digest(tmp_path / "other") != _digest(built)

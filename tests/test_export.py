@@ -1,0 +1,83 @@
+"""ONNX export: files onnxruntime runs with any batch size, logits equal to torch's within 1e-4
+(else the export fails), and a manifest whose checksums catch any changed file."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from service.manifest import BundleError, verify_bundle
+from tests.test_training_steps import CONTRACTS, SMALL, _inputs
+from training.evaluate import Tensors
+from training.export import ExportError, check_parity, export_model, write_manifest
+from training.model import MultimodalModel
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[MultimodalModel, Path, dict, Tensors]:
+    torch.manual_seed(0)
+    model = MultimodalModel(CONTRACTS, classes=4, config=SMALL).eval()
+    data = Tensors(_inputs(20), {m: torch.ones(20, dtype=torch.bool) for m in CONTRACTS}, torch.zeros(20))
+    bundle = tmp_path_factory.mktemp("bundle")
+    files = export_model(model, CONTRACTS, bundle, data)
+    return model, bundle, files, data
+
+
+def test_every_encoder_and_the_head_run_in_onnxruntime_at_any_batch_size(exported) -> None:
+    model, bundle, files, data = exported
+    assert set(files) == set(CONTRACTS)
+    head = ort.InferenceSession(bundle / "head.onnx", providers=["CPUExecutionProvider"])
+    for modality, file in files.items():
+        onnx.checker.check_model(onnx.load(bundle / file), full_check=True)
+        encoder = ort.InferenceSession(bundle / file, providers=["CPUExecutionProvider"])
+        assert encoder.get_inputs()[0].shape[0] == "batch"
+        for batch in (1, 7):
+            x = data.inputs[modality][:batch]
+            logits = head.run(None, {"features": encoder.run(None, {"input": x.numpy()})[0]})[0]
+            with torch.no_grad():
+                expected = model.logits(modality, x).numpy()
+            assert logits.shape == (batch, 4)
+            np.testing.assert_allclose(logits, expected, atol=1e-4)
+
+
+def test_parity_check_fails_an_unfaithful_export(exported) -> None:
+    model, bundle, files, data = exported
+    assert max(check_parity(model, bundle, files, data).values()) <= 1e-4
+    drifted = MultimodalModel(CONTRACTS, classes=4, config=SMALL).eval()
+    drifted.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        drifted.head.bias.add_(0.01)
+    with pytest.raises(ExportError, match="differ from torch's"):
+        check_parity(drifted, bundle, files, data)
+
+
+def test_manifest_lists_every_file_and_verification_catches_changes(exported, tmp_path: Path) -> None:
+    _, source, files, _ = exported
+    bundle = tmp_path / "tiny" / "1"
+    bundle.mkdir(parents=True)
+    for path in source.iterdir():
+        (bundle / path.name).write_bytes(path.read_bytes())
+    (bundle / "report.md").write_text("# report\n")
+    manifest = write_manifest(
+        bundle, "tiny", 1, ["a", "b", "c", "d"], CONTRACTS, files,
+        {m: 1.5 for m in CONTRACTS}, SMALL.feature_dim, {"epochs": 1}, {"source": "test"}, {},
+    )  # fmt: skip
+    assert set(manifest.files) == {f"{m}.onnx" for m in CONTRACTS} | {"head.onnx", "report.md"}
+    assert verify_bundle(bundle) == manifest
+    on_disk = json.loads((bundle / "manifest.json").read_text())
+    assert on_disk["modalities"]["audio"]["input"]["kind"] == "audio"
+    assert on_disk["modalities"]["pen"]["temperature"] == 1.5
+
+    (bundle / "report.md").write_text("# changed\n")
+    with pytest.raises(BundleError, match=r"report\.md has sha256"):
+        verify_bundle(bundle)
+    (bundle / "report.md").unlink()
+    with pytest.raises(BundleError, match=r"report\.md is listed in the manifest but missing"):
+        verify_bundle(bundle)
+    (bundle / "manifest.json").write_text("{}")
+    with pytest.raises(BundleError, match="invalid manifest"):
+        verify_bundle(bundle)

@@ -1,0 +1,82 @@
+"""The model config: a TOML file naming the modalities with their input contracts, the encoder
+sizes and the training hyperparameters. See `training/digits.toml` for a complete example."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+
+from service.manifest import InputContract
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass
+class ModelConfig:
+    feature_dim: int = 64  # D: every encoder maps to this width; the head is D -> classes
+    width: int = 32  # channels of each encoder's first layer
+    dropout: float = 0.1
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    encoder_lr: float = 2e-3  # Adam, for every encoder
+    head_lr: float = 0.05  # plain SGD for the head: HGM's projection assumes plain gradient steps
+    head_momentum: float = 0.9
+    weight_decay: float = 1e-4
+    hgm: bool = True  # head gradient modification; off only for the ablation
+    hgm_alpha: float = 1.0  # the projector's regularizer: larger keeps more of each gradient
+    patience: int = 10  # stop after this many epochs without a better validation accuracy
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 uses every core
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass
+class Config:
+    name: str
+    modalities: dict[str, InputContract]
+    labels: list[str] | None = None  # None: the sorted labels of the training split
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"modalities": {name: c.model_dump() for name, c in self.modalities.items()}}
+
+
+class ConfigError(Exception):
+    pass
+
+
+_adapter = TypeAdapter(Config)
+
+
+def parse_config(values: dict) -> Config:
+    try:
+        config = _adapter.validate_python(values)
+    except ValidationError as error:
+        raise ConfigError(str(error)) from None
+    if not config.modalities:
+        raise ConfigError("modalities: name at least one modality")
+    for name in config.modalities:
+        if not name.isidentifier() or name == "label":
+            raise ConfigError(f"modalities.{name}: use a simple identifier other than 'label'")
+    return config
+
+
+def load_config(path: Path) -> Config:
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    try:
+        return parse_config(values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

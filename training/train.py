@@ -1,0 +1,199 @@
+"""The training loops: MLA (alternating unimodal steps through the shared head, with HGM), and the
+baselines it is measured against, joint training and one unimodal model per modality.
+
+MLA, per mini-batch, for each modality m in turn: the samples of the batch that have m go through
+m's encoder and the shared head; cross-entropy; backward; the head's weight gradient is projected
+by HGM; optimizer step; the projector takes in m's batch-mean feature. A sample missing m simply
+sits out m's step, so incomplete data trains the modalities it has.
+
+Joint training puts every present modality through its encoder and the head at once and trains
+on the sum of their logits, the usual recipe that lets one dominant modality do the work.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from service.fusion import FusionRule
+from training.config import TrainConfig
+from training.evaluate import Tensors, fused_accuracy, modality_logits, own_accuracy
+from training.hgm import HeadGradientProjector
+from training.model import MultimodalModel
+
+log = logging.getLogger(__name__)
+Method = Literal["mla", "joint"]
+
+
+@dataclass
+class History:
+    """What each epoch measured, and the epoch whose weights were kept."""
+
+    name: str
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = 0.0
+    seconds: float = 0.0
+
+
+def selection_rule(method: Method) -> FusionRule:
+    """How a method's modalities are combined when it is validated: MLA by its entropy rule,
+    joint training by the sum (equivalently the mean) of logits it was trained on."""
+    return "entropy" if method == "mla" else "mean"
+
+
+def train_model(
+    model: MultimodalModel,
+    train: Tensors,
+    val: Tensors,
+    config: TrainConfig,
+    method: Method,
+    hgm: bool,
+    name: str,
+    log_path: Path | None = None,
+    progress: bool = True,
+) -> History:
+    """Train `model` in place; on return it holds the weights of the best validation epoch."""
+    torch.manual_seed(config.seed)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    encoder_opt = torch.optim.Adam(
+        model.encoders.parameters(), lr=config.encoder_lr, weight_decay=config.weight_decay
+    )
+    # No weight decay on the head: decay would move it along the directions HGM protects.
+    head_opt = torch.optim.SGD(model.head.parameters(), lr=config.head_lr, momentum=config.head_momentum)
+    optimizers = (encoder_opt, head_opt)
+    schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, config.epochs) for o in optimizers]
+    projector = HeadGradientProjector(model.head.in_features, config.hgm_alpha) if hgm else None
+
+    history = History(name=name)
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        epoch_started = time.perf_counter()
+        totals = {m: np.zeros(3) for m in model.modalities}  # loss sum, correct, count
+        order = torch.randperm(len(train), generator=shuffle)
+        batches = order.split(config.batch_size)
+        bar = tqdm(batches, desc=f"{name} {epoch}/{config.epochs}", leave=False, disable=not progress)
+        for batch in bar:
+            if method == "mla":
+                for m in model.modalities:
+                    rows = batch[train.present[m][batch]]
+                    if len(rows) < 2:  # batch norm needs two samples
+                        continue
+                    loss, correct = _unimodal_step(
+                        model, m, train.inputs[m][rows], train.labels[rows], optimizers, projector
+                    )
+                    totals[m] += (loss * len(rows), correct, len(rows))
+            else:
+                for m, (loss, correct, count) in _joint_step(model, train, batch, optimizers).items():
+                    totals[m] += (loss * count, correct, count)
+            bar.set_postfix_str(_postfix(totals))
+        for schedule in schedules:
+            schedule.step()
+
+        logits = modality_logits(model, val)
+        val_accuracy = own_accuracy(logits, val)
+        val_fused = fused_accuracy(logits, val, rule=selection_rule(method))
+        record = {
+            "model": name,
+            "epoch": epoch,
+            "seconds": round(time.perf_counter() - epoch_started, 2),
+            "train": {
+                m: {"loss": t[0] / max(t[2], 1), "accuracy": t[1] / max(t[2], 1)} for m, t in totals.items()
+            },
+            "val": {"fused_accuracy": val_fused, "accuracy": val_accuracy},
+        }
+        history.epochs.append(record)
+        if log_path is not None:
+            with log_path.open("a", encoding="utf-8") as stream:
+                stream.write(json.dumps(record) + "\n")
+        log.info(
+            "%s epoch %d: train %s | val fused %.4f, %s",
+            name, epoch, _postfix(totals),
+            val_fused, " ".join(f"{m} {a:.3f}" for m, a in val_accuracy.items()),
+        )  # fmt: skip
+        if val_fused > history.best_val_accuracy:
+            history.best_epoch, history.best_val_accuracy = epoch, val_fused
+            best_state = copy.deepcopy(model.state_dict())
+            stale = 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                log.info("%s: no better validation accuracy for %d epochs, stopping", name, stale)
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    history.seconds = time.perf_counter() - started
+    return history
+
+
+def _unimodal_step(
+    model: MultimodalModel,
+    modality: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizers: tuple[torch.optim.Optimizer, ...],
+    projector: HeadGradientProjector | None,
+) -> tuple[float, int]:
+    """One step of one modality's encoder and the shared head; no other encoder is touched."""
+    features = model.encoders[modality](x)
+    logits = model.head(features)
+    loss = F.cross_entropy(logits, y)
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)  # encoders without a gradient are left alone
+    loss.backward()
+    if projector is not None:
+        projector.project(model.head.weight.grad)
+    for optimizer in optimizers:
+        optimizer.step()
+    if projector is not None:
+        projector.update(features)
+    return loss.item(), int((logits.argmax(1) == y).sum())
+
+
+def _joint_step(
+    model: MultimodalModel,
+    data: Tensors,
+    batch: torch.Tensor,
+    optimizers: tuple[torch.optim.Optimizer, ...],
+) -> dict[str, tuple[float, int, int]]:
+    """One step on the sum of every present modality's logits; returns each modality's own
+    loss, correct count and sample count on the batch, for the progress bar."""
+    y = data.labels[batch]
+    summed = torch.zeros(len(batch), model.head.out_features)
+    own: dict[str, tuple[float, int, int]] = {}
+    for m in model.modalities:
+        mask = data.present[m][batch]
+        if mask.sum() < 2:
+            continue
+        logits = model.logits(m, data.inputs[m][batch[mask]])
+        summed = summed.index_put((mask.nonzero().squeeze(1),), logits, accumulate=True)
+        with torch.no_grad():
+            own[m] = (
+                F.cross_entropy(logits, y[mask]).item(),
+                int((logits.argmax(1) == y[mask]).sum()),
+                int(mask.sum()),
+            )
+    loss = F.cross_entropy(summed, y)
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for optimizer in optimizers:
+        optimizer.step()
+    return own
+
+
+def _postfix(totals: dict[str, np.ndarray]) -> str:
+    return " ".join(f"{m} loss {t[0] / t[2]:.3f} acc {t[1] / t[2]:.3f}" for m, t in totals.items() if t[2])
