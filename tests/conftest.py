@@ -4,14 +4,10 @@ turns the absence into a failure."""
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ANYMODAL_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -31,21 +27,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return SHARED_DATA
-
-
-def png_bytes(image: Image.Image, format: str = "PNG", **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format, **options)
-    return buffer.getvalue()
-
-
-def wav_bytes(samples: np.ndarray, rate: int, subtype: str = "PCM_16", format: str = "WAV") -> bytes:
-    buffer = io.BytesIO()
-    soundfile.write(buffer, samples, rate, subtype=subtype, format=format)
-    return buffer.getvalue()
-
-
-def tone(seconds: float, rate: int, hz: float = 440.0, channels: int = 1) -> np.ndarray:
-    t = np.arange(round(seconds * rate)) / rate
-    wave = 0.5 * np.sin(2 * np.pi * hz * t).astype(np.float32)
-    return wave if channels == 1 else np.stack([wave] * channels, axis=1)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
-from tests.conftest import tone, wav_bytes
+from tests.helpers import tone, wav_bytes
 from training.dataset import DatasetError, fit_normalization, load_splits, read_split
 from training.evaluate import Tensors
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from service.decoding import InputError, check_tensor, check_text, decode_audio, decode_image
 from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
-from tests.conftest import png_bytes, tone, wav_bytes
+from tests.helpers import png_bytes, tone, wav_bytes
 
 GREY = ImageContract(width=16, height=16, mode="L")
 RGB = ImageContract(width=16, height=16, mode="RGB")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from service.manifest import BundleError, verify_bundle
-from tests.test_training_steps import CONTRACTS, SMALL, _inputs
+from tests.helpers import CONTRACTS, SMALL, tiny_inputs
 from training.evaluate import Tensors
 from training.export import ExportError, check_parity, export_model, write_manifest
 from training.model import MultimodalModel
@@ -21,7 +21,7 @@ from training.model import MultimodalModel
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[MultimodalModel, Path, dict, Tensors]:
     torch.manual_seed(0)
     model = MultimodalModel(CONTRACTS, classes=4, config=SMALL).eval()
-    data = Tensors(_inputs(20), {m: torch.ones(20, dtype=torch.bool) for m in CONTRACTS}, torch.zeros(20))
+    data = Tensors(tiny_inputs(20), {m: torch.ones(20, dtype=torch.bool) for m in CONTRACTS}, torch.zeros(20))
     bundle = tmp_path_factory.mktemp("bundle")
     files = export_model(model, CONTRACTS, bundle, data)
     return model, bundle, files, data

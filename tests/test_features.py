@@ -11,7 +11,7 @@ from service.features import (
     text_features,
 )
 from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
-from tests.conftest import tone
+from tests.helpers import tone
 
 AUDIO = AudioContract(sample_rate=8000, max_seconds=1.0, n_fft=256, hop_length=128, n_mels=32)
 

@@ -6,31 +6,12 @@ import copy
 import numpy as np
 import torch
 
-from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
-from training.config import ModelConfig, TrainConfig
+from tests.helpers import CONTRACTS, SMALL, tiny_inputs
+from training.config import TrainConfig
 from training.evaluate import Tensors
 from training.hgm import HeadGradientProjector
 from training.model import MultimodalModel
 from training.train import _unimodal_step, train_model
-
-CONTRACTS = {
-    "image": ImageContract(width=8, height=8),
-    "audio": AudioContract(sample_rate=8000, max_seconds=0.2, n_mels=8),
-    "text": TextContract(max_length=12),
-    "pen": TensorContract(length=6),
-}
-SMALL = ModelConfig(feature_dim=8, width=4, dropout=0.0)
-
-
-def _inputs(count: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    audio = CONTRACTS["audio"]
-    return {
-        "image": torch.randn(count, 1, 8, 8, generator=g),
-        "audio": torch.randn(count, audio.n_mels, audio.frames, generator=g),
-        "text": torch.randint(1, 257, (count, 12), generator=g),
-        "pen": torch.randn(count, 6, generator=g),
-    }
 
 
 def _model() -> MultimodalModel:
@@ -53,7 +34,7 @@ def _changed(before: torch.nn.Module, after: torch.nn.Module) -> bool:
 def test_a_step_changes_only_the_active_encoder_and_the_head() -> None:
     model = _model()
     optimizers = _optimizers(model)
-    inputs = _inputs(6)
+    inputs = tiny_inputs(6)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     for active in ("image", "text"):  # the second step runs with Adam state already present
         before = copy.deepcopy(model)
@@ -66,7 +47,7 @@ def test_a_step_changes_only_the_active_encoder_and_the_head() -> None:
 def test_samples_missing_a_modality_train_the_modalities_they_have() -> None:
     """Eight samples: four have only audio, four only text. One MLA epoch trains both encoders,
     and the audio encoder's update is the one those four audio-only samples give."""
-    inputs = _inputs(8)
+    inputs = tiny_inputs(8)
     present = {
         "image": torch.zeros(8, dtype=torch.bool),
         "audio": torch.tensor([True] * 4 + [False] * 4),
@@ -99,7 +80,7 @@ def test_samples_missing_a_modality_train_the_modalities_they_have() -> None:
 
 
 def test_joint_training_sums_only_present_modalities() -> None:
-    inputs = _inputs(8)
+    inputs = tiny_inputs(8)
     present = {m: torch.ones(8, dtype=torch.bool) for m in CONTRACTS}
     present["image"] = torch.zeros(8, dtype=torch.bool)
     data = Tensors(inputs, present, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
@@ -112,7 +93,7 @@ def test_joint_training_sums_only_present_modalities() -> None:
 
 
 def test_training_is_deterministic_given_the_seed() -> None:
-    inputs = _inputs(32, seed=3)
+    inputs = tiny_inputs(32, seed=3)
     present = {m: torch.from_numpy(np.random.default_rng(4).random(32) > 0.3) for m in CONTRACTS}
     present["pen"] |= ~torch.stack(list(present.values())).any(0)
     data = Tensors(inputs, present, torch.arange(32) % 3)
