@@ -7,6 +7,8 @@ Every problem a caller can cause raises `InputError`, naming the input and how t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import math
 import warnings
@@ -30,6 +32,17 @@ class InputError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+def decode_base64(text: str, field: str) -> bytes:
+    """Standard base64 (padding optional, whitespace ignored), or a data URL's base64 part."""
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    text = "".join(text.split())
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(field, "is not valid base64; encode the file's bytes with standard base64") from None
 
 
 def decode_image(

@@ -1,0 +1,231 @@
+"""The FastAPI application: lifecycle, middleware, routes.
+
+Start: every bundle is verified, loaded and warmed up before readiness turns 200. SIGTERM (or
+Ctrl-C): readiness turns 503 at once, requests in flight finish (up to `drain_seconds`), then the
+server exits. `create_app` is the factory uvicorn imports in every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib.metadata import version as package_version
+from types import FrameType
+from typing import Any
+
+from fastapi import FastAPI, Response
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import api_v1, api_v2, metrics
+from service.errors import ApiError, error_response, install_handlers
+from service.predictor import Predictor
+from service.repository import ModelRepository
+from service.schemas import InferenceRequest, PredictRequest
+from service.settings import Settings, get_settings
+from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    inference = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="onnxruntime")
+    decoding = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+    state = ServiceState(
+        settings=settings,
+        repository=ModelRepository(settings, inference),
+        predictor=Predictor(decoding, settings.max_image_pixels),
+        executors=[inference, decoding],
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        await asyncio.to_thread(state.repository.load_all)
+        state.started = True
+        log.info("ready in %.2f s", time.perf_counter() - started)
+        watcher = None
+        if settings.repository_poll_seconds > 0:
+            watcher = asyncio.create_task(state.repository.watch(settings.repository_poll_seconds))
+        _drain_on_signals(state, asyncio.get_running_loop())
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            for executor in state.executors:
+                executor.shutdown(wait=False, cancel_futures=True)
+            metrics.worker_exited(os.getpid())
+
+    app = FastAPI(
+        title="anymodal",
+        version=package_version("anymodal"),
+        summary="Robust multimodal prediction from any subset of modalities",
+        description="Send whatever inputs you have; get the best prediction they allow, with an account"
+        " of how each modality voted. `/v1` is anymodal's own API; `/v2` is the Open Inference Protocol.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_handlers(app)
+    app.include_router(api_v1.router)
+    app.include_router(api_v2.health)
+    app.include_router(api_v2.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-ID"])  # fmt: skip
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestContext, state=state)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, plus the request bodies the predict and infer routes read themselves
+    (they parse JSON and multipart by hand, to answer 415 and 413 before parsing)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (PredictRequest, InferenceRequest):
+            definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(definition.pop("$defs", {}))
+            components[model.__name__] = definition
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _drain_on_signals(state: ServiceState, loop: asyncio.AbstractEventLoop) -> None:
+    """On SIGTERM or SIGINT: stop being ready at once, let in-flight requests finish, then hand the
+    signal to the server (uvicorn), which closes the socket and exits. A second signal exits now."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # an embedded or test server: signals are not ours to handle
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: FrameType | None, previous: Callable = previous) -> None:
+            if state.draining:
+                previous(signum, frame)
+                return
+            state.draining = True
+            log.info(
+                "signal %d: not ready any more; draining %d request(s) in flight", signum, state.in_flight
+            )
+            loop.call_soon_threadsafe(lambda: loop.create_task(_drain(state, previous, signum, frame)))
+
+        signal.signal(sig, handler)
+
+
+async def _drain(state: ServiceState, stop: Callable, signum: int, frame: FrameType | None) -> None:
+    deadline = time.monotonic() + state.settings.drain_seconds
+    while state.in_flight > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    if state.in_flight:
+        log.warning("drain time is up with %d request(s) in flight", state.in_flight)
+    stop(signum, frame)
+
+
+class RequestContext:
+    """Request ids, in-flight accounting, and the request metrics (count and latency by model,
+    route and status)."""
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = offered if REQUEST_ID.match(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = time.perf_counter()
+        self.state.in_flight += 1
+        metrics.IN_FLIGHT.inc()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.state.in_flight -= 1
+            metrics.IN_FLIGHT.dec()
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            model = self._model_label(scope)
+            metrics.REQUESTS.labels(model=model, route=path, code=str(status)).inc()
+            metrics.REQUEST_DURATION.labels(model=model, route=path).observe(time.perf_counter() - started)
+
+    def _model_label(self, scope: Scope) -> str:
+        """The model a request was for, if it is served (clients cannot mint label values)."""
+        name = scope.get("path_params", {}).get("model")
+        if name is None and getattr(scope.get("route"), "path", "") == "/v1/predict":
+            name = self.state.repository.default_name()
+        return name if name in self.state.repository.models else ""
+
+
+class BodyLimit:
+    """413 for a body over the limit, by its Content-Length or, if chunked, as it arrives."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = (
+            f"the body is over the limit of {self.limit} bytes; send less, or raise ANYMODAL_MAX_BODY_BYTES"
+        )
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            response = error_response(Request(scope), ApiError(413, message, field="body"))
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message_ = await receive()
+            if message_["type"] == "http.request":
+                received += len(message_.get("body", b""))
+                if received > self.limit:
+                    raise ApiError(413, message, field="body")
+            return message_
+
+        await self.app(scope, counting_receive, send)

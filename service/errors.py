@@ -1,0 +1,122 @@
+"""Errors a client can cause, and how each becomes a JSON answer.
+
+Every client error is a 4xx naming the field at fault and the fix; the Open Inference Protocol
+routes (`/v2/...`) answer `{"error": "..."}` exactly as the protocol says. Anything else is a bug:
+it is logged with its traceback and answered 500 with the request id, never with internals.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.decoding import InputError
+from service.predictor import InvalidInputs
+from service.repository import UnknownModel
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        errors: list[InputError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.errors = errors or []
+        self.headers = headers
+
+
+def bad_input(error: InputError) -> ApiError:
+    return ApiError(422, str(error), field=error.field)
+
+
+def invalid_inputs(error: InvalidInputs) -> ApiError:
+    first = error.errors[0]
+    return ApiError(
+        422, str(error), field=first.field if len(error.errors) == 1 else None, errors=error.errors
+    )
+
+
+def _is_v2(request: Request) -> bool:
+    return request.url.path == "/v2" or request.url.path.startswith("/v2/")
+
+
+def error_response(request: Request, error: ApiError) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    if _is_v2(request):
+        body: dict = {"error": error.message}
+    else:
+        body = {"error": error.message, "field": error.field, "request_id": request_id}
+        if len(error.errors) > 1:
+            body["errors"] = [{"field": e.field, "message": e.message} for e in error.errors]
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    problems = []
+    first_field = None
+    for problem in exc.errors():
+        location = [str(part) for part in problem.get("loc", ()) if part not in ("body",)]
+        field = ".".join(location) or "body"
+        first_field = first_field or field
+        problems.append(f"{field}: {problem.get('msg', 'is invalid')}")
+    return "; ".join(problems[:10]) or "the request body is invalid", first_field
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc)
+
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        return error_response(request, ApiError(400 if _is_v2(request) else 422, str(exc), field=exc.field))
+
+    @app.exception_handler(InvalidInputs)
+    async def _invalid_inputs(request: Request, exc: InvalidInputs) -> JSONResponse:
+        error = invalid_inputs(exc)
+        if _is_v2(request):
+            error.status = 400
+        return error_response(request, error)
+
+    @app.exception_handler(UnknownModel)
+    async def _unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
+        return error_response(request, ApiError(404, str(exc), field="model"))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, field = _validation_message(exc)
+        return error_response(request, ApiError(400 if _is_v2(request) else 422, message, field=field))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail) if exc.detail else "request failed"
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see /docs for the API"
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        return error_response(
+            request, ApiError(exc.status_code, message, headers=getattr(exc, "headers", None))
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", None)
+        log.exception(
+            "internal error answering %s %s (request %s)", request.method, request.url.path, request_id
+        )
+        return error_response(
+            request, ApiError(500, f"internal error; report request id {request_id} to the operator")
+        )

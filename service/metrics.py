@@ -1,0 +1,136 @@
+"""Prometheus metrics, all prefixed `anymodal_`.
+
+With several uvicorn workers, `anymodal serve` sets PROMETHEUS_MULTIPROC_DIR before any worker
+imports this module, so each worker writes its samples to shared files and `/metrics` (answered by
+any worker) aggregates them all.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+WEIGHT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+ENTROPY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+REQUESTS = Counter(
+    "anymodal_requests", "HTTP requests answered, by model, route and status code", ["model", "route", "code"]
+)
+REQUEST_DURATION = Histogram(
+    "anymodal_request_duration_seconds",
+    "Time to answer an HTTP request, by model and route",
+    ["model", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("anymodal_requests_in_flight", "HTTP requests being answered", multiprocess_mode="livesum")
+INPUTS = Counter(
+    "anymodal_inputs",
+    "Inputs of predictions by model, modality and state: present (used), missing (not sent),"
+    " invalid (unusable, request rejected), dropped (unusable, predicted without it)",
+    ["model", "modality", "state"],
+)
+COMBINATIONS = Counter(
+    "anymodal_modality_combinations",
+    "Predictions by the combination of modalities they were fused from",
+    ["model", "combination"],
+)
+FUSION_WEIGHT = Histogram(
+    "anymodal_fusion_weight",
+    "Fusion weight of each present modality in a prediction",
+    ["model", "modality"],
+    buckets=WEIGHT_BUCKETS,
+)
+ENTROPY = Histogram(
+    "anymodal_modality_entropy_nats",
+    "Entropy of each present modality's calibrated prediction",
+    ["model", "modality"],
+    buckets=ENTROPY_BUCKETS,
+)
+DECODE_DURATION = Histogram(
+    "anymodal_decode_duration_seconds",
+    "Time to decode one request's inputs of a modality into encoder inputs",
+    ["model", "modality"],
+    buckets=FAST_BUCKETS,
+)
+INFERENCE_DURATION = Histogram(
+    "anymodal_inference_duration_seconds",
+    "onnxruntime run time per batch, by component (a modality's encoder, or the head)",
+    ["model", "component"],
+    buckets=FAST_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "anymodal_batch_size",
+    "Rows per onnxruntime run, by component",
+    ["model", "component"],
+    buckets=BATCH_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "anymodal_queue_wait_seconds",
+    "Time a request's rows waited for their batch to start, by component",
+    ["model", "component"],
+    buckets=FAST_BUCKETS,
+)
+MODEL_INFO = Gauge(
+    "anymodal_model_info",
+    "1 for each loaded model version, with the execution provider it runs on",
+    ["model", "version", "provider"],
+    multiprocess_mode="livemax",
+)
+MODEL_READY = Gauge(
+    "anymodal_model_ready",
+    "1 when the model version is loaded, verified and warmed up",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
+LOAD_FAILURES = Counter(
+    "anymodal_model_load_failures",
+    "Bundles that could not be served: failed verification or loading",
+    ["model", "version"],
+)
+
+
+class ComponentMetrics:
+    """The batch observer of one ONNX session: batch sizes, queue waits, run times."""
+
+    def __init__(self, model: str, component: str) -> None:
+        labels = {"model": model, "component": component}
+        self._duration = INFERENCE_DURATION.labels(**labels)
+        self._size = BATCH_SIZE.labels(**labels)
+        self._wait = QUEUE_WAIT.labels(**labels)
+
+    def batch(self, rows: int, run_seconds: float, queue_waits: list[float]) -> None:
+        self._duration.observe(run_seconds)
+        self._size.observe(rows)
+        for wait in queue_waits:
+            self._wait.observe(wait)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page, aggregated over every worker in multiprocess mode."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def worker_exited(pid: int) -> None:
+    """Forget a worker's live gauges (in-flight requests, models ready) once it has exited."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,286 @@
+"""The prediction pipeline, shared by every API route and the in-process benchmark:
+
+    raw inputs -> decode + features (threads) -> the present modalities' encoders, concurrently
+    (dynamically batched) -> the shared head (batched) -> per-sample fusion -> predictions
+
+Only the encoders of the modalities a request has are run. An unusable input rejects the request
+or, with `on_invalid="drop"`, is left out of the fusion and reported as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from service import metrics
+from service.decoding import InputError, check_tensor, check_text, decode_audio, decode_image
+from service.features import features
+from service.fusion import FusionRule, fuse, softmax
+from service.manifest import AudioContract, ImageContract, InputContract, TextContract
+from service.repository import HEAD, LoadedModel
+
+OnInvalid = Literal["reject", "drop"]
+State = Literal["present", "missing", "invalid", "dropped"]
+
+
+@dataclass(frozen=True)
+class Options:
+    fusion: FusionRule | None = None  # None: the model's own rule from its manifest
+    top_k: int = 3
+    on_invalid: OnInvalid = "reject"
+
+
+@dataclass(frozen=True)
+class ModalityOutcome:
+    state: State
+    weight: float = 0.0
+    label: str | None = None
+    confidence: float | None = None  # the modality's own calibrated probability of its label
+    entropy: float | None = None
+    reason: str | None = None  # why an input was dropped
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+    probabilities: np.ndarray  # (C,) softmax of the fused logits
+    top_k: list[tuple[str, float]]
+    modalities: dict[str, ModalityOutcome]
+
+
+class InvalidInputs(Exception):
+    """Inputs that make the request unanswerable; every problem found, each naming its field."""
+
+    def __init__(self, errors: list[InputError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+def decode_value(value: object, contract: InputContract, field: str, max_pixels: int) -> np.ndarray:
+    """One raw input (bytes of an image or recording, a string, a list of numbers) -> encoder input.
+    An InputError in place of a value is an input the API layer already found unusable."""
+    if isinstance(value, InputError):
+        raise value
+    if isinstance(contract, ImageContract | AudioContract):
+        if not isinstance(value, bytes | bytearray):
+            raise InputError(
+                field, f"must be the bytes of a{'n image' if contract.kind == 'image' else ' recording'}"
+            )
+        if isinstance(contract, ImageContract):
+            signal: object = decode_image(bytes(value), contract, field, max_pixels)
+        else:
+            signal = decode_audio(bytes(value), contract, field)
+    elif isinstance(contract, TextContract):
+        signal = check_text(value, contract, field)
+    else:
+        signal = check_tensor(value, contract, field)  # type: ignore[arg-type]
+    return features(signal, contract)
+
+
+class Predictor:
+    def __init__(self, decode_executor: Executor, max_pixels: int) -> None:
+        self.decode_executor = decode_executor
+        self.max_pixels = max_pixels
+
+    async def predict(
+        self,
+        model: LoadedModel,
+        instances: list[Mapping[str, object]],
+        fields: list[str],
+        options: Options,
+    ) -> list[Prediction]:
+        """Predict every instance. `instances[i]` maps modality names of the model to raw values
+        (None or absent: missing); `fields[i]` is how errors name instance i (`inputs`, ...)."""
+        rows = {
+            m: [i for i, inst in enumerate(instances) if inst.get(m) is not None] for m in model.modalities
+        }
+        sent = [m for m in model.modalities if rows[m]]
+        # Tell the batchers what is coming, so they wait for it (briefly) rather than run half-full.
+        announced = {*sent, HEAD}
+        for component in announced:
+            model.batchers[component].expect()
+        errors: dict[tuple[int, str], InputError] = {}
+        try:
+            decoded = await asyncio.gather(
+                *(self._decode(model, m, instances, fields, rows[m]) for m in sent)
+            )
+            inputs = {m: good for m, (good, _) in zip(sent, decoded, strict=True)}
+            errors = {(i, m): e for m, (_, bad) in zip(sent, decoded, strict=True) for i, e in bad.items()}
+            for m in sent:
+                if not inputs[m]:  # nothing usable: no encoder run for this modality after all
+                    model.batchers[m].withdraw()
+                    announced.discard(m)
+            self._check(instances, fields, inputs, errors, options)
+            encoded = await asyncio.gather(
+                *(self._encode(model, m, inputs[m], announced) for m in inputs if inputs[m])
+            )
+            logits = await self._head(model, len(instances), inputs, encoded, announced)
+        except InvalidInputs:
+            self._count(model, instances, errors, rejected=True)
+            raise
+        finally:
+            for component in announced:
+                model.batchers[component].withdraw()
+        self._count(model, instances, errors, rejected=False)
+        return self._fuse(model, instances, logits, errors, options)
+
+    async def _decode(
+        self,
+        model: LoadedModel,
+        modality: str,
+        instances: list[Mapping[str, object]],
+        fields: list[str],
+        rows: list[int],
+    ) -> tuple[dict[int, np.ndarray], dict[int, InputError]]:
+        """Decode one modality of every instance that has it, in a worker thread."""
+        contract = model.manifest.modalities[modality].input
+
+        def work() -> tuple[dict[int, np.ndarray], dict[int, InputError]]:
+            good: dict[int, np.ndarray] = {}
+            bad: dict[int, InputError] = {}
+            for i in rows:
+                try:
+                    good[i] = decode_value(
+                        instances[i][modality], contract, f"{fields[i]}.{modality}", self.max_pixels
+                    )
+                except InputError as error:
+                    bad[i] = error
+            return good, bad
+
+        started = time.perf_counter()
+        result = await asyncio.get_running_loop().run_in_executor(self.decode_executor, work)
+        metrics.DECODE_DURATION.labels(model=model.name, modality=modality).observe(
+            time.perf_counter() - started
+        )
+        return result
+
+    @staticmethod
+    def _check(
+        instances: list[Mapping[str, object]],
+        fields: list[str],
+        inputs: dict[str, dict[int, np.ndarray]],
+        errors: dict[tuple[int, str], InputError],
+        options: Options,
+    ) -> None:
+        """Reject the request if an input is unusable (unless dropping), or if an instance is left
+        with no usable input at all."""
+        if errors and options.on_invalid == "reject":
+            raise InvalidInputs(list(errors.values()))
+        empty = [i for i in range(len(instances)) if not any(i in good for good in inputs.values())]
+        if empty:
+            raise InvalidInputs(
+                [
+                    InputError(
+                        fields[i],
+                        "no usable input is left: "
+                        + "; ".join(str(e) for (j, _), e in errors.items() if j == i),
+                    )
+                    for i in empty
+                ]
+            )
+
+    @staticmethod
+    async def _encode(
+        model: LoadedModel, modality: str, arrays: dict[int, np.ndarray], announced: set[str]
+    ) -> np.ndarray:
+        batch = np.stack([arrays[i] for i in sorted(arrays)])
+        announced.discard(modality)
+        return await model.batchers[modality].submit(batch)
+
+    @staticmethod
+    async def _head(
+        model: LoadedModel,
+        count: int,
+        inputs: dict[str, dict[int, np.ndarray]],
+        encoded: list[np.ndarray],
+        announced: set[str],
+    ) -> np.ndarray:
+        """(B, M, C) logits from one head run over every (instance, modality) pair; zeros where absent."""
+        logits = np.zeros((count, len(model.modalities), len(model.manifest.labels)), np.float32)
+        announced.discard(HEAD)
+        out = await model.batchers[HEAD].submit(np.concatenate(encoded))
+        offset = 0
+        for modality, features_ in zip([m for m in inputs if inputs[m]], encoded, strict=True):
+            logits[sorted(inputs[modality]), model.modalities.index(modality)] = out[
+                offset : offset + len(features_)
+            ]
+            offset += len(features_)
+        return logits
+
+    @staticmethod
+    def _fuse(
+        model: LoadedModel,
+        instances: list[Mapping[str, object]],
+        logits: np.ndarray,
+        errors: dict[tuple[int, str], InputError],
+        options: Options,
+    ) -> list[Prediction]:
+        modalities, labels = model.modalities, model.manifest.labels
+        present = np.array(
+            [
+                [inst.get(m) is not None and (i, m) not in errors for m in modalities]
+                for i, inst in enumerate(instances)
+            ]
+        )
+        temperatures = model.temperatures
+        fused = fuse(logits, present, temperatures, options.fusion or model.manifest.fusion.rule)
+        probabilities = softmax(fused.logits.astype(np.float64))
+        calibrated = softmax(logits.astype(np.float64) / temperatures[None, :, None])
+        k = min(options.top_k, len(labels))
+        predictions = []
+        for i in range(len(instances)):
+            order = np.argsort(-probabilities[i], kind="stable")[:k]
+            outcomes: dict[str, ModalityOutcome] = {}
+            for j, m in enumerate(modalities):
+                if present[i, j]:
+                    own = int(np.argmax(logits[i, j]))
+                    outcomes[m] = ModalityOutcome(
+                        state="present",
+                        weight=float(fused.weights[i, j]),
+                        label=labels[own],
+                        confidence=float(calibrated[i, j, own]),
+                        entropy=float(fused.entropies[i, j]),
+                    )
+                    metrics.FUSION_WEIGHT.labels(model=model.name, modality=m).observe(fused.weights[i, j])
+                    metrics.ENTROPY.labels(model=model.name, modality=m).observe(fused.entropies[i, j])
+                elif (i, m) in errors:
+                    outcomes[m] = ModalityOutcome(state="dropped", reason=str(errors[(i, m)]))
+                else:
+                    outcomes[m] = ModalityOutcome(state="missing")
+            combination = "+".join(m for j, m in enumerate(modalities) if present[i, j])
+            metrics.COMBINATIONS.labels(model=model.name, combination=combination).inc()
+            predictions.append(
+                Prediction(
+                    label=labels[int(order[0])],
+                    score=float(probabilities[i, order[0]]),
+                    probabilities=probabilities[i].astype(np.float32),
+                    top_k=[(labels[int(c)], float(probabilities[i, c])) for c in order],
+                    modalities=outcomes,
+                )
+            )
+        return predictions
+
+    @staticmethod
+    def _count(
+        model: LoadedModel,
+        instances: list[Mapping[str, object]],
+        errors: dict[tuple[int, str], InputError],
+        rejected: bool,
+    ) -> None:
+        """Each instance counts each modality once: present, missing, invalid or dropped."""
+        for i, inst in enumerate(instances):
+            for m in model.modalities:
+                if inst.get(m) is None:
+                    state: State = "missing"
+                elif (i, m) in errors:
+                    state = "invalid" if rejected else "dropped"
+                else:
+                    state = "present"
+                metrics.INPUTS.labels(model=model.name, modality=m, state=state).inc()

@@ -1,0 +1,263 @@
+"""The model repository: `<root>/<name>/<version>/manifest.json` bundles, loaded and kept current.
+
+Every version of every model is loaded at start: its files are checked against the manifest's
+sha256, its onnxruntime sessions are created and warmed up, and only then is it served. A bundle
+that fails any step is not served, is logged and counted, and does not stop the others. A reload
+(asked for, or noticed by polling the folder) loads what changed next to what is serving and swaps
+it in at once; a version that fails to load leaves the one already serving in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from service import metrics
+from service.batching import Batcher
+from service.features import input_shape
+from service.manifest import MANIFEST_NAME, BundleError, Manifest, verify_bundle
+from service.runtime import Session, SessionError, load_session, providers_for
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+HEAD = "head"
+
+
+class UnknownModel(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    fingerprint: str  # of the files that failed, so an unchanged broken bundle is not retried
+
+
+@dataclass
+class LoadedModel:
+    """One served model version: its manifest, sessions and batchers."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: Manifest
+    fingerprint: str
+    sessions: dict[str, Session]  # by modality, and HEAD
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.manifest.modalities)
+
+    @property
+    def temperatures(self) -> np.ndarray:
+        return np.array([spec.temperature for spec in self.manifest.modalities.values()])
+
+    @property
+    def provider(self) -> str:
+        return self.sessions[HEAD].provider
+
+
+def fingerprint(bundle: Path) -> str:
+    """Changes whenever the manifest or any file of the bundle is replaced or touched."""
+    parts = []
+    for path in sorted(bundle.rglob("*")) if bundle.is_dir() else []:
+        if path.is_file():
+            stat = path.stat()
+            parts.append(f"{path.relative_to(bundle)}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def version_folders(model_folder: Path) -> dict[int, Path]:
+    if not model_folder.is_dir():
+        return {}
+    return {
+        int(p.name): p
+        for p in model_folder.iterdir()
+        if p.name.isdigit() and int(p.name) > 0 and (p / MANIFEST_NAME).is_file()
+    }
+
+
+class ModelRepository:
+    def __init__(self, settings: Settings, executor: Executor) -> None:
+        self.root = settings.model_repository
+        self.settings = settings
+        self.executor = executor
+        self.models: dict[str, dict[int, LoadedModel]] = {}
+        self.failures: dict[tuple[str, int], Failure] = {}
+        self._lock = asyncio.Lock()
+
+    # -- lookups -----------------------------------------------------------------------------
+    def get(self, name: str, version: int | None = None) -> LoadedModel:
+        versions = self.models.get(name)
+        if not versions:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise UnknownModel(f"model {name!r} is not served here; served models: {known}")
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            served = ", ".join(str(v) for v in sorted(versions))
+            raise UnknownModel(f"model {name!r} has no version {version}; served versions: {served}")
+        return versions[version]
+
+    def default_name(self) -> str | None:
+        wanted = self.settings.default_model
+        if wanted is not None:
+            return wanted
+        return min(self.models) if self.models else None
+
+    @property
+    def ready(self) -> bool:
+        return any(self.models.values())
+
+    # -- loading -----------------------------------------------------------------------------
+    def model_names_on_disk(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if version_folders(p))
+
+    def load_all(self) -> None:
+        """Load every version of every model in the repository (blocking; at start)."""
+        if not self.root.is_dir():
+            log.error("model repository %s does not exist; no model is served", self.root)
+        for name in self.model_names_on_disk():
+            versions = {}
+            for version, folder in sorted(version_folders(self.root / name).items()):
+                loaded = self._load(name, version, folder)
+                if loaded is not None:
+                    versions[version] = loaded
+            if versions:
+                self.models[name] = versions
+        log.info("serving %s", {n: sorted(v) for n, v in self.models.items()} or "no model")
+
+    def _load(self, name: str, version: int, folder: Path) -> LoadedModel | None:
+        """Verify, load and warm up one bundle; None (logged and counted) if it cannot be served."""
+        try:
+            loaded = self._load_or_raise(name, version, folder)
+        except (BundleError, SessionError, ValueError) as error:
+            self.failures[(name, version)] = Failure(str(error), fingerprint(folder))
+            metrics.LOAD_FAILURES.labels(model=name, version=str(version)).inc()
+            log.error("not serving %s version %d: %s", name, version, error)
+            return None
+        self.failures.pop((name, version), None)
+        metrics.MODEL_INFO.labels(model=name, version=str(version), provider=loaded.provider).set(1)
+        metrics.MODEL_READY.labels(model=name, version=str(version)).set(1)
+        log.info("loaded %s version %d on %s", name, version, loaded.provider)
+        return loaded
+
+    def _load_or_raise(self, name: str, version: int, folder: Path) -> LoadedModel:
+        before = fingerprint(folder)
+        manifest = verify_bundle(folder)
+        if manifest.name != name or manifest.version != version:
+            raise BundleError(
+                f"{folder}: the manifest says {manifest.name} version {manifest.version};"
+                f" the bundle must sit in {manifest.name}/{manifest.version}/"
+            )
+        providers = providers_for(self.settings.provider)
+        threads = self.settings.intra_op_threads
+        sessions = {
+            m: load_session(folder / spec.file, providers, threads) for m, spec in manifest.modalities.items()
+        }
+        sessions[HEAD] = load_session(folder / manifest.head.file, providers, threads)
+        loaded = LoadedModel(name, version, folder, manifest, before, sessions)
+        self._warm_up(loaded)
+        for component, session in sessions.items():
+            loaded.batchers[component] = Batcher(
+                session.run,
+                self.executor,
+                metrics.ComponentMetrics(name, component),
+                enabled=self.settings.batching,
+                max_batch_size=self.settings.max_batch_size,
+                max_queue_delay=self.settings.max_queue_delay_ms / 1000.0,
+            )
+        return loaded
+
+    def _warm_up(self, loaded: LoadedModel) -> None:
+        """Run every session at batch size 1 and the largest batch, and check the shapes agree."""
+        width = loaded.manifest.head.feature_dim
+        classes = len(loaded.manifest.labels)
+        for batch in sorted({1, self.settings.max_batch_size}):
+            for modality, spec in loaded.manifest.modalities.items():
+                session = loaded.sessions[modality]
+                out = session.run(np.zeros((batch, *input_shape(spec.input)), dtype=session.input_dtype))
+                if out.shape != (batch, width):
+                    raise BundleError(f"{modality} encoder gives {out.shape[1:]} features, not ({width},)")
+            logits = loaded.sessions[HEAD].run(np.zeros((batch, width), dtype=np.float32))
+            if logits.shape != (batch, classes):
+                raise BundleError(f"the head gives {logits.shape[1:]} logits, not ({classes},) labels")
+
+    # -- reloading ---------------------------------------------------------------------------
+    async def reload(self, name: str) -> dict:
+        """Bring `name` in line with the folder: load new or changed versions next to the serving
+        ones, drop removed ones, swap at once. Returns what happened."""
+        async with self._lock:
+            folders = version_folders(self.root / name)
+            if not folders and name not in self.models:
+                raise UnknownModel(f"model {name!r} is neither served nor in the repository")
+            current = dict(self.models.get(name, {}))
+            report: dict = {"model": name, "loaded": [], "unchanged": [], "removed": [], "failed": {}}
+            updated: dict[int, LoadedModel] = {}
+            for version, folder in sorted(folders.items()):
+                serving = current.get(version)
+                if serving is not None and serving.fingerprint == fingerprint(folder):
+                    updated[version] = serving
+                    report["unchanged"].append(version)
+                    continue
+                loaded = await asyncio.to_thread(self._load, name, version, folder)
+                if loaded is not None:
+                    updated[version] = loaded
+                    report["loaded"].append(version)
+                else:
+                    report["failed"][version] = self.failures[(name, version)].reason
+                    if serving is not None:  # the old files changed under it; keep it serving
+                        updated[version] = serving
+            for version in sorted(set(current) - set(folders)):
+                report["removed"].append(version)
+                metrics.MODEL_READY.labels(model=name, version=str(version)).set(0)
+                metrics.MODEL_INFO.labels(
+                    model=name, version=str(version), provider=current[version].provider
+                ).set(0)
+            if updated:
+                self.models[name] = updated
+            else:
+                self.models.pop(name, None)
+            report["serving"] = sorted(updated)
+            if report["loaded"] or report["removed"] or report["failed"]:
+                log.info("reloaded %s: %s", name, report)
+            return report
+
+    def changed_models(self) -> list[str]:
+        """Models whose folders differ from what is loaded: new, changed or removed versions.
+        A broken version is tried again only once its files change."""
+        changed = []
+        for name in sorted(set(self.model_names_on_disk()) | set(self.models)):
+            folders = version_folders(self.root / name)
+            served = self.models.get(name, {})
+            for version, folder in folders.items():
+                now = fingerprint(folder)
+                failure = self.failures.get((name, version))
+                if (version in served and served[version].fingerprint == now) or (
+                    failure is not None and failure.fingerprint == now
+                ):
+                    continue
+                changed.append(name)
+                break
+            else:
+                if set(served) - set(folders):
+                    changed.append(name)
+        return changed
+
+    async def watch(self, interval: float) -> None:
+        """Poll the repository every `interval` seconds and reload the models that changed."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for name in await asyncio.to_thread(self.changed_models):
+                    await self.reload(name)
+            except Exception:  # a broken poll must not end the watcher
+                log.exception("repository poll failed")

@@ -1,0 +1,31 @@
+"""Running the service under uvicorn, with one or several worker processes."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+import uvicorn
+
+from service.settings import Settings
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT. Workers read their settings from the environment, so the caller
+    puts any overrides there first. Several workers share one metrics directory."""
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        folder = tempfile.mkdtemp(prefix="anymodal-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=int(settings.drain_seconds) + 5,
+    )

@@ -1,0 +1,59 @@
+"""Service settings, from `ANYMODAL_*` environment variables (or a `.env` file)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANYMODAL_", env_file=".env", extra="ignore")
+
+    model_repository: Path = Field(Path("models"), description="Folder of <name>/<version>/ bundles")
+    default_model: str | None = Field(None, description="Model of /v1/predict; default: the first by name")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Bearer tokens, comma-separated; empty: no authentication"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS, comma-separated; empty: CORS off"
+    )
+
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Larger request bodies get 413")
+    max_image_pixels: int = Field(16_000_000, gt=0, description="Decompression-bomb guard")
+    max_instances: int = Field(64, gt=0, description="Instances in one batch request")
+
+    batching: bool = Field(True, description="Dynamic batching of concurrent requests")
+    max_batch_size: int = Field(32, gt=0)
+    max_queue_delay_ms: float = Field(
+        5.0, ge=0, description="Longest a batch waits for requests already on their way"
+    )
+
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per session run")
+    decode_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+
+    repository_poll_seconds: float = Field(10.0, ge=0, description="Reload changed bundles; 0: off")
+    drain_seconds: float = Field(30.0, ge=0, description="Longest wait for in-flight requests on SIGTERM")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(False, description="Log every request (the metrics count them anyway)")
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,32 @@
+"""What one worker process holds while it serves: settings, repository, predictor, executors, and
+its lifecycle (ready, draining, requests in flight)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from service.predictor import Predictor
+from service.repository import ModelRepository
+from service.settings import Settings
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    repository: ModelRepository
+    predictor: Predictor
+    executors: list[ThreadPoolExecutor] = field(default_factory=list)
+    started: bool = False  # every model has been tried: loaded and warmed up, or reported failed
+    draining: bool = False  # SIGTERM arrived: not ready any more, finishing what is in flight
+    in_flight: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.draining and self.repository.ready
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.service
