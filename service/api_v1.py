@@ -40,7 +40,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         401: "Missing or wrong API key",
         404: "Unknown model or version",
         413: "Body over the size limit",
-        415: "Content type other than JSON or multipart form data",
+        415: "Content type other than JSON or a form",
         422: "An input is unusable or the request is invalid; `field` names it",
         503: "Not ready, or shutting down",
     }.items()
@@ -60,6 +60,14 @@ PREDICT_BODY = {
                     },
                 },
                 "example": {"image": "(digit.png)", "audio": "(seven.wav)", "text": "sieben"},
+            },
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "description": "Text and tensor modalities and options as form fields (no files).",
+                    "additionalProperties": {"type": "string"},
+                },
+                "example": {"text": "sieben", "top_k": "1"},
             },
         },
     }
@@ -193,12 +201,12 @@ async def _predict(request: Request, state: ServiceState, loaded: LoadedModel):
     media = media_type(request)
     if media == "application/json":
         instances, fields, options, batch = await _read_json(request, loaded, state.settings.max_instances)
-    elif media == "multipart/form-data":
+    elif media in ("multipart/form-data", "application/x-www-form-urlencoded"):
         instances, fields, options, batch = await _read_form(request, loaded)
     else:
         raise ApiError(
             415,
-            f"content type {media or '(none)'} is not supported; send JSON or multipart/form-data",
+            f"content type {media or '(none)'} is not supported; send JSON or a form (multipart/form-data)",
             field="content-type",
         )
     predictions = await state.predictor.predict(loaded, instances, fields, options)

@@ -6,9 +6,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# A scan of a 7 from the digits test split (tests/fixtures/digit_7.png), for the examples.
 PNG_B64 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAJUlEQVR4nGNgYGD4z8DAwMDAwMDAwMDAwMDA"
-    "wMDAwMDAwMDAwMDA8x8ABV0F/2jhq4EAAAAASUVORK5CYII="
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAAAAABWESUoAAAEBklEQVR4nAXBbVDTdQAH8O//xza28YeNsdHYBjhksrE1YCgN"
+    "0cOIM8EHEPToojtKy666Li670xfd6dWdL0qv0oredBZnUKh4hSkdkc5EVMRtxpCnDebA7fbAYBtj7LHPh4oxbAXzuW5FgEmG"
+    "Su/wyjuPfAmU6IQyV9P4SzCXUcN1U8oQDQD2wqNdDbWOhJvlxhvVCyze9psNAElBieV1ABGrk3Xs412ZZGV9Dy65fL9mXGlw"
+    "A1TKmxLFlwpxK6vSnz0wYq20zL89dVdYNfWdYaevCCAQejAtBna4h902Rb42XpolpdE433zq1mIRXCkS9lJx9WIETGcJYyln"
+    "llt+LDBg4o48ZTzkGP24ESTcv1UR0DHgiMxET7dGi786K8wKWyu+OMe74sKRLDKSZ6JvrkQBRGQL6k3l5qY/qUP5YMmP889P"
+    "IgyyUFs+6cjJgc9yLlOznFdXKv9ce+b9na0031MgBhfUVD73Gx7r9cuHrx1c5wCIG4pPs5WGpBfX+RNCZg6jZIyj2wno8AI4"
+    "YS4iP3ReLA6m0eKCxoNv7YmI75Pn1PhjuHDJav8aLg/+qL85xwxOqlSLvjct5gLoGRJ/BwJ+8UfTsY1ZQ1ITPt/o4IjmBpHQ"
+    "RDt8WLESqC8mhlT/8n2RExPBX+zdW3/fNLaXl0hgqRQPu/mVVMoj6m/p5Z05/SBUZHQez7h8B9hrs2208LLLmHEJmzwWxfSI"
+    "Rj4ZcgjsT8jJD9kQwsJjgnqW3PxExt4guejhnu5wnc19eYAJ3n6MvZOrpe6H2hu3EOxjBdKJ39wRnRt51ha4kJzdMjOp8N+Y"
+    "Vc4D7qNO3QxgBpWaEzDto/GrhdIaS7/wtW9ZWWqnM8gpkOZauq6mNT8iE8UCW6iGdISIaLxakH1Y6L07E0OUr1K0jbdaTVsZ"
+    "pcuCsvCJ5lfYh6z70h72/rT2PFFmQaLs+Ysa9H/QV04t5TIWZR7RXzI1etM5kd2valYdwvjK5tbaW5IqAIS5fE8WjW/ExD1Y"
+    "awnsQNeK40Dzu9JOtqE5MguAutIKa1IBAIskjzIarak7+umq7NW0k8HM0eplHyn5GZvpx3iUWJBJKO+n7TYT1FI7Q99+LxOs"
+    "gEDB0GhmmLN1qa3YBIQpvdcB2qb7b7tb8j1bN5dhyiTAFvnuB0+AYd/E0yZBW0UDd609S1v/WVPeRhutjJP+1R6ghn8fWqe0"
+    "69RUiZHLXRuNmofl+hvhf2T2bVQKAOAV4nZFwhAxPkglsX9bvkGfEYlpcZ3aS+BACBDi2i5ysMJzoGJHEaTbRBKNvEh7D/sU"
+    "YCAf9OjaekYdGHSw73bjYDy9vrulFh6RMx0zcjP5DeOothEVD5d+NL8XGggqxRcG+zIgwljlkpFZ9j/nordTH2TfaAAAAABJ"
+    "RU5ErkJggg=="
 )
 
 

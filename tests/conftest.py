@@ -4,9 +4,11 @@ turns the absence into a failure."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,3 +29,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with the bundled `digits` model and a small `pen` model that has a
+    tensor modality (16 numbers) and text, trained here on a few synthetic samples."""
+    from tests.live import copy_repository
+    from training.config import parse_config
+    from training.experiment import run_experiment
+
+    root = copy_repository(tmp_path_factory.mktemp("repository") / "models")
+    data = tmp_path_factory.mktemp("pen-data")
+    rng = np.random.default_rng(0)
+    names = ["zero", "one", "two"]
+    for split, count in (("train", 60), ("val", 30), ("test", 30)):
+        with (data / f"{split}.jsonl").open("w") as stream:
+            for i in range(count):
+                label = i % 3
+                pen = (rng.normal(size=16) + 3 * label).round(3).tolist()
+                stream.write(json.dumps({"label": names[label], "pen": pen, "text": names[label]}) + "\n")
+    config = parse_config(
+        {
+            "name": "pen",
+            "modalities": {
+                "pen": {"kind": "tensor", "length": 16},
+                "text": {"kind": "text", "max_length": 16},
+            },
+            "model": {"feature_dim": 8, "width": 4},
+            "train": {"epochs": 2, "batch_size": 16},
+        }
+    )
+    run_experiment(config, data, root, baselines=False, progress=False)
+    return root
