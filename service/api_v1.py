@@ -53,13 +53,14 @@ PREDICT_BODY = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "description": "One field per modality: images and recordings as files, text as text,"
-                    " tensors as a JSON list; options as fields `fusion`, `top_k`, `on_invalid`.",
+                    "description": "One field per modality: images and recordings as files (curl -F"
+                    " image=@digit.png -F audio=@seven.wav), text as text, tensors as a JSON list; options"
+                    " as fields `fusion`, `top_k`, `on_invalid`.",
                     "additionalProperties": {
                         "anyOf": [{"type": "string", "format": "binary"}, {"type": "string"}]
                     },
                 },
-                "example": {"image": "(digit.png)", "audio": "(seven.wav)", "text": "sieben"},
+                "example": {"text": "sieben", "top_k": "2"},
             },
             "application/x-www-form-urlencoded": {
                 "schema": {
@@ -73,12 +74,6 @@ PREDICT_BODY = {
     }
 }
 FORM_OPTIONS = ("fusion", "top_k", "on_invalid")
-
-
-def _model(state: ServiceState, name: str, version: int | None = None) -> LoadedModel:
-    if state.draining:
-        raise ApiError(503, "the server is shutting down; retry on another replica")
-    return state.repository.get(name, version)
 
 
 def _default(state: ServiceState) -> str:
@@ -97,7 +92,7 @@ def _default(state: ServiceState) -> str:
     summary="Predict with the newest version of a model",
 )
 async def predict(model: str, request: Request, state: ServiceState = Depends(get_state)):
-    return await _predict(request, state, _model(state, model))
+    return await _predict(request, state, state.repository.get(model))
 
 
 @router.post(
@@ -111,7 +106,7 @@ async def predict(model: str, request: Request, state: ServiceState = Depends(ge
 async def predict_version(
     model: str, version: int, request: Request, state: ServiceState = Depends(get_state)
 ):
-    return await _predict(request, state, _model(state, model, version))
+    return await _predict(request, state, state.repository.get(model, version))
 
 
 @router.post(
@@ -123,7 +118,7 @@ async def predict_version(
     summary="Predict with the default model",
 )
 async def predict_default(request: Request, state: ServiceState = Depends(get_state)):
-    return await _predict(request, state, _model(state, _default(state)))
+    return await _predict(request, state, state.repository.get(_default(state)))
 
 
 @router.get("/models", response_model=ModelList, responses=ERRORS, summary="Served models")

@@ -125,7 +125,7 @@ INFER_BODY = {
     summary="Inference",
 )
 async def infer(model: str, request: Request, state: ServiceState = Depends(get_state)):
-    return await _infer(state, _get(state, model, None, serving=True), request)
+    return await _infer(state, _get(state, model, None), request)
 
 
 @router.post(
@@ -137,12 +137,10 @@ async def infer(model: str, request: Request, state: ServiceState = Depends(get_
     summary="Inference",
 )
 async def infer_version(model: str, version: str, request: Request, state: ServiceState = Depends(get_state)):
-    return await _infer(state, _get(state, model, version, serving=True), request)
+    return await _infer(state, _get(state, model, version), request)
 
 
-def _get(state: ServiceState, model: str, version: str | None, serving: bool = False) -> LoadedModel:
-    if serving and state.draining:
-        raise ApiError(503, "the server is shutting down; retry on another replica")
+def _get(state: ServiceState, model: str, version: str | None) -> LoadedModel:
     if version is not None and not version.isdigit():
         raise UnknownModel(f"model {model!r} has no version {version!r}; versions are whole numbers")
     return state.repository.get(model, None if version is None else int(version))

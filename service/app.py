@@ -110,6 +110,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             description=app.description,
             routes=app.routes,
         )
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            if operation.get("security"):  # keys are optional: off unless ANYMODAL_API_KEYS is set
+                operation["security"] = [*operation["security"], {}]
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in (PredictRequest, InferenceRequest):
             definition = model.model_json_schema(ref_template="#/components/schemas/{model}")

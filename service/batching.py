@@ -59,6 +59,7 @@ class Batcher:
     def withdraw(self, count: int = 1) -> None:
         """Take back announced submissions that will not come (their input was invalid)."""
         self._expected = max(0, self._expected - count)
+        self._arrival.set()  # a waiting batch re-checks whether anything is still on its way
 
     async def submit(self, rows: np.ndarray, announced: bool = True) -> np.ndarray:
         """Run `rows` (batch axis first) through the session; returns the matching output rows."""
