@@ -26,6 +26,7 @@ from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from threadpoolctl import threadpool_limits
 
 from service import api_v1, api_v2, metrics
 from service.errors import ApiError, error_response, install_handlers
@@ -41,6 +42,9 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # The decoders' matrix products are tiny (the mel filterbank): extra BLAS threads only spin and
+    # steal the cores that requests need.
+    threadpool_limits(limits=1, user_api="blas")
     inference = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="onnxruntime")
     decoding = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
     state = ServiceState(

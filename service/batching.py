@@ -32,10 +32,13 @@ class _Item:
 
 
 class Batcher:
+    """Batches for one session, run in `executor`, or on the event loop itself when it is None
+    (for a session so small, like the linear head, that a thread hop would cost more than the run)."""
+
     def __init__(
         self,
         run: Callable[[np.ndarray], np.ndarray],
-        executor: Executor,
+        executor: Executor | None,
         observer: BatchObserver,
         enabled: bool = True,
         max_batch_size: int = 32,
@@ -67,7 +70,7 @@ class Batcher:
             self.withdraw()
         if not self.enabled:
             started = time.perf_counter()
-            output = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, rows)
+            output = await self._execute(rows)
             self._observer.batch(len(rows), time.perf_counter() - started, [0.0])
             return output
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
@@ -85,15 +88,19 @@ class Batcher:
             if not item.future.done():
                 item.future.set_exception(RuntimeError("the model was unloaded"))
 
+    async def _execute(self, batch: np.ndarray) -> np.ndarray:
+        if self._executor is None:
+            return self._run(batch)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
+
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._queue:
             await self._fill()
             items = self._take()
             batch = items[0].rows if len(items) == 1 else np.concatenate([i.rows for i in items])
             started = time.perf_counter()
             try:
-                output = await loop.run_in_executor(self._executor, self._run, batch)
+                output = await self._execute(batch)
             except Exception as error:  # a failed run fails the requests in it, not the batcher
                 for item in items:
                     if not item.future.done():

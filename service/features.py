@@ -52,18 +52,28 @@ def log_mel(waveform: np.ndarray, contract: AudioContract) -> np.ndarray:
 
     The waveform is zero-padded to `max_seconds` so every clip has the same number of frames;
     frames are Hann-windowed and centred (the signal is reflected by n_fft/2 at both ends).
+    Frames that lie wholly in the zero padding have no power, so their FFT is skipped and they get
+    the floor directly: the same numbers, at a fraction of the cost for short clips.
     """
-    padded = np.zeros(contract.max_samples, dtype=np.float32)
     length = min(len(waveform), contract.max_samples)
+    padded = np.zeros(contract.max_samples, dtype=np.float32)
     padded[:length] = waveform[:length]
     half = contract.n_fft // 2
     signal = np.pad(padded, half, mode="reflect")
-    starts = np.arange(contract.frames) * contract.hop_length
+    active = contract.frames
+    if length < contract.max_samples - half:  # the reflection at the end holds only zeros
+        active = min(contract.frames, -(-(half + length) // contract.hop_length))
+    starts = np.arange(active) * contract.hop_length
     frames = signal[starts[:, None] + np.arange(contract.n_fft)[None]]
-    window = np.hanning(contract.n_fft + 1)[:-1].astype(np.float32)
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    filters = mel_filterbank(contract.sample_rate, contract.n_fft, contract.n_mels)
-    return np.log(filters @ power.T.astype(np.float32) + LOG_FLOOR).astype(np.float32)
+    power = np.abs(np.fft.rfft(frames * hann_window(contract.n_fft), axis=1)) ** 2
+    mel = np.zeros((contract.n_mels, contract.frames), dtype=np.float32)
+    mel[:, :active] = mel_filterbank(contract.sample_rate, contract.n_fft, contract.n_mels) @ power.T
+    return np.log(mel + LOG_FLOOR).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def hann_window(size: int) -> np.ndarray:
+    return np.hanning(size + 1)[:-1].astype(np.float32)
 
 
 def audio_features(waveform: np.ndarray, contract: AudioContract) -> np.ndarray:

@@ -108,11 +108,9 @@ class Predictor:
             model.batchers[component].expect()
         errors: dict[tuple[int, str], InputError] = {}
         try:
-            decoded = await asyncio.gather(
-                *(self._decode(model, m, instances, fields, rows[m]) for m in sent)
+            inputs, errors = await asyncio.get_running_loop().run_in_executor(
+                self.decode_executor, self._decode, model, instances, fields, rows
             )
-            inputs = {m: good for m, (good, _) in zip(sent, decoded, strict=True)}
-            errors = {(i, m): e for m, (_, bad) in zip(sent, decoded, strict=True) for i, e in bad.items()}
             for m in sent:
                 if not inputs[m]:  # nothing usable: no encoder run for this modality after all
                     model.batchers[m].withdraw()
@@ -131,35 +129,34 @@ class Predictor:
         self._count(model, instances, errors, rejected=False)
         return self._fuse(model, instances, logits, errors, options)
 
-    async def _decode(
+    def _decode(
         self,
         model: LoadedModel,
-        modality: str,
         instances: list[Mapping[str, object]],
         fields: list[str],
-        rows: list[int],
-    ) -> tuple[dict[int, np.ndarray], dict[int, InputError]]:
-        """Decode one modality of every instance that has it, in a worker thread."""
-        contract = model.manifest.modalities[modality].input
-
-        def work() -> tuple[dict[int, np.ndarray], dict[int, InputError]]:
-            good: dict[int, np.ndarray] = {}
-            bad: dict[int, InputError] = {}
-            for i in rows:
+        rows: dict[str, list[int]],
+    ) -> tuple[dict[str, dict[int, np.ndarray]], dict[tuple[int, str], InputError]]:
+        """Decode every input of the request (in a worker thread: one hop per request): encoder
+        inputs by modality and instance, and the unusable inputs."""
+        inputs: dict[str, dict[int, np.ndarray]] = {}
+        errors: dict[tuple[int, str], InputError] = {}
+        for modality, present in rows.items():
+            if not present:
+                continue
+            contract = model.manifest.modalities[modality].input
+            started = time.perf_counter()
+            good = inputs[modality] = {}
+            for i in present:
                 try:
                     good[i] = decode_value(
                         instances[i][modality], contract, f"{fields[i]}.{modality}", self.max_pixels
                     )
                 except InputError as error:
-                    bad[i] = error
-            return good, bad
-
-        started = time.perf_counter()
-        result = await asyncio.get_running_loop().run_in_executor(self.decode_executor, work)
-        metrics.DECODE_DURATION.labels(model=model.name, modality=modality).observe(
-            time.perf_counter() - started
-        )
-        return result
+                    errors[(i, modality)] = error
+            metrics.DECODE_DURATION.labels(model=model.name, modality=modality).observe(
+                time.perf_counter() - started
+            )
+        return inputs, errors
 
     @staticmethod
     def _check(

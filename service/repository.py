@@ -169,7 +169,7 @@ class ModelRepository:
         for component, session in sessions.items():
             loaded.batchers[component] = Batcher(
                 session.run,
-                self.executor,
+                None if component == HEAD else self.executor,  # the head is one small matmul
                 metrics.ComponentMetrics(name, component),
                 enabled=self.settings.batching,
                 max_batch_size=self.settings.max_batch_size,

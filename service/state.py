@@ -28,5 +28,6 @@ class ServiceState:
         return self.started and not self.draining and self.repository.ready
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    """A coroutine, so FastAPI calls it inline rather than in a worker thread."""
     return request.app.state.service

@@ -58,3 +58,37 @@ def test_image_and_tensor_normalization() -> None:
     assert rgb.shape == (3, 2, 3)
     vector = tensor_features(np.array([2.0, 4.0]), TensorContract(length=2, mean=[1, 2], std=[1, 2]))
     np.testing.assert_allclose(vector, [1.0, 1.0])
+
+
+def _log_mel_every_frame(waveform: np.ndarray, contract: AudioContract) -> np.ndarray:
+    """The plain definition, every frame through the FFT: what log_mel must equal."""
+    padded = np.zeros(contract.max_samples, dtype=np.float32)
+    padded[: len(waveform)] = waveform[: contract.max_samples]
+    signal = np.pad(padded, contract.n_fft // 2, mode="reflect")
+    starts = np.arange(contract.frames) * contract.hop_length
+    frames = signal[starts[:, None] + np.arange(contract.n_fft)[None]]
+    window = np.hanning(contract.n_fft + 1)[:-1].astype(np.float32)
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    filters = mel_filterbank(contract.sample_rate, contract.n_fft, contract.n_mels)
+    return np.log(filters @ power.T.astype(np.float32) + 1e-6).astype(np.float32)
+
+
+def test_skipping_silent_padding_frames_changes_no_number() -> None:
+    rng = np.random.default_rng(0)
+    max_samples = AUDIO.max_samples
+    for length in (
+        1,
+        2,
+        127,
+        128,
+        129,
+        1000,
+        max_samples - 129,
+        max_samples - 128,
+        max_samples - 127,
+        max_samples,
+    ):
+        waveform = rng.normal(0, 0.3, length).astype(np.float32)
+        np.testing.assert_allclose(
+            log_mel(waveform, AUDIO), _log_mel_every_frame(waveform, AUDIO), rtol=1e-5, atol=1e-4
+        )
