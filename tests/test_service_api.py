@@ -224,7 +224,7 @@ def test_v2_tensor_input_and_parameters(server: LiveServer) -> None:
             "must be BYTES",
         ),
         ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [""]}]}, 400, "is empty"),
-        ({"inputs": []}, 400, "send at least one"),
+        ({"inputs": []}, 400, "inputs: List should have at least 1 item"),
         ({"inputs": [{"name": "text", "datatype": "BYTES", "data": ["x"]}]}, 400, "shape"),
         ({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%"]}]}, 400, "base64"),
         (
