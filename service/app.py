@@ -114,10 +114,24 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             description=app.description,
             routes=app.routes,
         )
-        for operation in (op for path in schema["paths"].values() for op in path.values()):
-            if operation.get("security"):  # keys are optional: off unless ANYMODAL_API_KEYS is set
-                operation["security"] = [*operation["security"], {}]
+        for path, operations in schema["paths"].items():
+            for operation in operations.values():
+                if operation.get("security"):  # keys are optional: off unless ANYMODAL_API_KEYS is set
+                    operation["security"] = [*operation["security"], {}]
+                # FastAPI's own 422 body is never sent: errors are ErrorResponse (v1) or 400 (v2).
+                responses = operation.get("responses", {})
+                if "HTTPValidationError" in str(responses.get("422", "")):
+                    if path.startswith("/v2"):
+                        del responses["422"]
+                    else:
+                        responses["422"] = api_v1.ERRORS[422] | {
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+                            }
+                        }
         components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
         for model in (PredictRequest, InferenceRequest):
             definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(definition.pop("$defs", {}))

@@ -110,12 +110,88 @@ class ModelRef(BaseModel):
 
 
 class PredictResponse(PredictionBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "4c1f0e9b2a7d4f0c8e3b5a6d7c8e9f01",
+                    "model": {"name": "digits", "version": 1},
+                    "fusion": "entropy",
+                    "label": "7",
+                    "score": 0.998,
+                    "top_k": [
+                        {"label": "7", "probability": 0.998},
+                        {"label": "9", "probability": 0.001},
+                        {"label": "1", "probability": 0.0004},
+                    ],
+                    "modalities": {
+                        "image": {
+                            "state": "present",
+                            "weight": 0.41,
+                            "label": "7",
+                            "confidence": 0.98,
+                            "entropy": 0.12,
+                        },
+                        "audio": {"state": "missing", "weight": 0.0},
+                        "text": {
+                            "state": "present",
+                            "weight": 0.59,
+                            "label": "7",
+                            "confidence": 0.99,
+                            "entropy": 0.06,
+                        },
+                    },
+                }
+            ]
+        }
+    )
+
     request_id: str
     model: ModelRef
     fusion: Literal["entropy", "mean"]
 
 
 class BatchPredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "9a8b7c6d5e4f40312a1b2c3d4e5f6a7b",
+                    "model": {"name": "digits", "version": 1},
+                    "fusion": "entropy",
+                    "predictions": [
+                        {
+                            "label": "7",
+                            "score": 0.998,
+                            "top_k": [
+                                {"label": "7", "probability": 0.998},
+                                {"label": "9", "probability": 0.001},
+                                {"label": "1", "probability": 0.0004},
+                            ],
+                            "modalities": {
+                                "image": {
+                                    "state": "present",
+                                    "weight": 0.41,
+                                    "label": "7",
+                                    "confidence": 0.98,
+                                    "entropy": 0.12,
+                                },
+                                "audio": {"state": "missing", "weight": 0.0},
+                                "text": {
+                                    "state": "present",
+                                    "weight": 0.59,
+                                    "label": "7",
+                                    "confidence": 0.99,
+                                    "entropy": 0.06,
+                                },
+                            },
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     request_id: str
     model: ModelRef
     fusion: Literal["entropy", "mean"]
@@ -128,6 +204,18 @@ class FieldError(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "inputs.audio: is 3.00 s long; this model accepts at most 1.5 s, trim it",
+                    "field": "inputs.audio",
+                    "request_id": "0c90157cee5e4b4fb86b087cb897d554",
+                }
+            ]
+        }
+    )
+
     error: str = Field(description="What went wrong and how to fix it")
     field: str | None = Field(None, description="The part of the request at fault")
     errors: list[FieldError] | None = Field(None, description="Every problem found, when there are several")
@@ -141,6 +229,42 @@ class ModalityInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "digits",
+                    "version": 1,
+                    "versions": [1],
+                    "ready": True,
+                    "labels": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+                    "modalities": {
+                        "image": {
+                            "kind": "image",
+                            "input": {
+                                "kind": "image",
+                                "width": 16,
+                                "height": 16,
+                                "mode": "L",
+                                "mean": 0.76,
+                                "std": 0.23,
+                            },
+                            "temperature": 1.42,
+                        },
+                        "text": {
+                            "kind": "text",
+                            "input": {"kind": "text", "max_length": 32},
+                            "temperature": 1.5,
+                        },
+                    },
+                    "fusion": "entropy",
+                    "provider": "CPUExecutionProvider",
+                    "metrics": {"test_accuracy": 0.975, "test_samples": 1797},
+                }
+            ]
+        }
+    )
+
     name: str
     version: int
     versions: list[int]
@@ -161,11 +285,45 @@ class ModelSummary(BaseModel):
 
 
 class ModelList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "models": [
+                        {
+                            "name": "digits",
+                            "versions": [1],
+                            "latest_version": 1,
+                            "ready": True,
+                            "modalities": ["image", "audio", "text"],
+                        }
+                    ],
+                    "default_model": "digits",
+                }
+            ]
+        }
+    )
+
     models: list[ModelSummary]
     default_model: str | None
 
 
 class ReloadResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "digits",
+                    "loaded": [2],
+                    "unchanged": [1],
+                    "removed": [],
+                    "failed": {},
+                    "serving": [1, 2],
+                }
+            ]
+        }
+    )
+
     model: str
     loaded: list[int] = Field(description="Versions (re)loaded and now serving")
     unchanged: list[int]
@@ -180,24 +338,42 @@ class ReloadResponse(BaseModel):
 
 
 class V2Error(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"error": "inputs[0] (smell): is not an input of 'digits'; its inputs are image, audio, text"}
+            ]
+        }
+    )
+
     error: str
 
 
 class ServerMetadata(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "anymodal", "version": "0.1.0", "extensions": []}]}
+    )
+
     name: str
     version: str
     extensions: list[str]
 
 
 class LiveResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"live": True}]})
+
     live: bool
 
 
 class ReadyResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ready": True}]})
+
     ready: bool
 
 
 class ModelReadyResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "digits", "ready": True}]})
+
     name: str
     ready: bool
 
@@ -209,6 +385,29 @@ class MetadataTensor(BaseModel):
 
 
 class ModelMetadata(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "digits",
+                    "versions": ["1"],
+                    "platform": "anymodal_onnxruntime",
+                    "inputs": [
+                        {"name": "image", "datatype": "BYTES", "shape": [-1]},
+                        {"name": "audio", "datatype": "BYTES", "shape": [-1]},
+                        {"name": "text", "datatype": "BYTES", "shape": [-1]},
+                    ],
+                    "outputs": [
+                        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                        {"name": "score", "datatype": "FP32", "shape": [-1]},
+                        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+                        {"name": "fusion_weights", "datatype": "FP32", "shape": [-1, 3]},
+                    ],
+                }
+            ]
+        }
+    )
+
     name: str
     versions: list[str]
     platform: str
@@ -260,6 +459,27 @@ class ResponseOutput(BaseModel):
 
 
 class InferenceResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "digits",
+                    "model_version": "1",
+                    "id": "42",
+                    "parameters": {
+                        "fusion": "entropy",
+                        "modalities": "image,audio,text",
+                        "request_id": "f5f823211d494d3284d85ea7fe1e764c",
+                    },
+                    "outputs": [
+                        {"name": "label", "shape": [2], "datatype": "BYTES", "data": ["7", "3"]},
+                        {"name": "score", "shape": [2], "datatype": "FP32", "data": [0.998, 0.996]},
+                    ],
+                }
+            ]
+        }
+    )
+
     model_name: str
     model_version: str | None = None
     id: str | None = None

@@ -57,3 +57,22 @@ def test_fuzz_finds_no_server_error(repository: Path, tmp_path: Path) -> None:
         answered = metric(page, "anymodal_requests_total")
         failed = sum(metric(page, "anymodal_requests_total", code=str(code)) for code in range(500, 600))
         assert answered > 500 and failed == 0
+
+
+def test_every_route_answers_with_an_example() -> None:
+    spec = yaml.safe_load(OPENAPI.read_text())
+    schemas = spec["components"]["schemas"]
+
+    def has_examples(schema: dict) -> bool:
+        if "$ref" in schema:
+            return has_examples(schemas[schema["$ref"].split("/")[-1]])
+        if "anyOf" in schema:
+            return all(has_examples(option) for option in schema["anyOf"])
+        return "examples" in schema
+
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                for media in response.get("content", {}).values():
+                    if code.startswith("2") or media["schema"].get("$ref"):
+                        assert has_examples(media["schema"]), (method, path, code)
