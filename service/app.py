@@ -124,10 +124,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     if path.startswith("/v2"):
                         del responses["422"]
                     else:
-                        responses["422"] = api_v1.ERRORS[422] | {
+                        responses["422"] = {
+                            "description": api_v1.ERRORS[422]["description"],
                             "content": {
                                 "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
-                            }
+                            },
                         }
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
