@@ -1,5 +1,7 @@
 """The README's first lines are the two fresh-machine commands, and CI runs the test one."""
 
+import json
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,3 +25,28 @@ def test_readme_opens_with_the_serve_and_test_commands() -> None:
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
     _, test = _commands()
     assert test in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def _serving_curls() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Serving") : text.index("## Project layout")]
+    return [line for line in section.splitlines() if line.startswith("curl ")]
+
+
+def test_the_readme_curl_examples_work_as_written(tmp_path: Path) -> None:
+    from tests.live import LiveServer, copy_repository
+
+    commands = _serving_curls()
+    assert len(commands) >= 8
+    with LiveServer(copy_repository(tmp_path / "models")) as server:
+        for command in commands:
+            assert "http://127.0.0.1:8000/" in command
+            run = subprocess.run(
+                ["bash", "-c", command.replace("http://127.0.0.1:8000/", f"{server.url}/").replace("curl -s", "curl -sS -f")],
+                cwd=ROOT, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert run.returncode == 0, (command, run.stderr, run.stdout)
+            if "/metrics" in command:
+                assert "anymodal_inputs_total" in run.stdout
+            else:
+                assert "error" not in json.loads(run.stdout), run.stdout
