@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from service.decoding import InputError
-from service.errors import ApiError
+from service.errors import ApiError, documented
 from service.payloads import file_bytes, media_type, validation_error
 from service.predictor import Options, Prediction
 from service.repository import LoadedModel, UnknownModel
@@ -33,9 +33,9 @@ from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1", tags=["anymodal"], dependencies=[Depends(require_api_key)])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": description}
-    for code, description in {
+ERRORS = documented(
+    ErrorResponse,
+    {
         400: "Malformed body (not JSON, broken multipart)",
         401: "Missing or wrong API key",
         404: "Unknown model or version",
@@ -43,8 +43,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         415: "Content type other than JSON or a form",
         422: "An input is unusable or the request is invalid; `field` names it",
         503: "Not ready, or shutting down",
-    }.items()
-}
+    },
+)
 PREDICT_BODY = {
     "requestBody": {
         "required": True,
@@ -74,6 +74,12 @@ PREDICT_BODY = {
     }
 }
 FORM_OPTIONS = ("fusion", "top_k", "on_invalid")
+PREDICT_ROUTE: dict[str, Any] = {
+    "response_model": PredictResponse | BatchPredictResponse,
+    "response_model_exclude_none": True,
+    "responses": ERRORS,
+    "openapi_extra": PREDICT_BODY,
+}
 
 
 def _default(state: ServiceState) -> str:
@@ -83,25 +89,15 @@ def _default(state: ServiceState) -> str:
     return name
 
 
-@router.post(
-    "/models/{model}/predict",
-    response_model=PredictResponse | BatchPredictResponse,
-    response_model_exclude_none=True,
-    responses=ERRORS,
-    openapi_extra=PREDICT_BODY,
-    summary="Predict with the newest version of a model",
-)
+@router.post("/models/{model}/predict", summary="Predict with the newest version of a model", **PREDICT_ROUTE)
 async def predict(model: str, request: Request, state: ServiceState = Depends(get_state)):
     return await _predict(request, state, state.repository.get(model))
 
 
 @router.post(
     "/models/{model}/versions/{version}/predict",
-    response_model=PredictResponse | BatchPredictResponse,
-    response_model_exclude_none=True,
-    responses=ERRORS,
-    openapi_extra=PREDICT_BODY,
     summary="Predict with a given version of a model",
+    **PREDICT_ROUTE,
 )
 async def predict_version(
     model: str, version: int, request: Request, state: ServiceState = Depends(get_state)
@@ -109,14 +105,7 @@ async def predict_version(
     return await _predict(request, state, state.repository.get(model, version))
 
 
-@router.post(
-    "/predict",
-    response_model=PredictResponse | BatchPredictResponse,
-    response_model_exclude_none=True,
-    responses=ERRORS,
-    openapi_extra=PREDICT_BODY,
-    summary="Predict with the default model",
-)
+@router.post("/predict", summary="Predict with the default model", **PREDICT_ROUTE)
 async def predict_default(request: Request, state: ServiceState = Depends(get_state)):
     return await _predict(request, state, state.repository.get(_default(state)))
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from service.decoding import InputError
-from service.errors import ApiError
+from service.errors import ApiError, documented
 from service.payloads import file_bytes, media_type, validation_error
 from service.predictor import Options, Prediction
 from service.repository import LoadedModel, UnknownModel
@@ -39,17 +39,17 @@ from service.state import ServiceState, get_state
 
 health = APIRouter(prefix="/v2", tags=["open inference protocol"])
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], dependencies=[Depends(require_api_key)])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": V2Error, "description": description}
-    for code, description in {
+ERRORS = documented(
+    V2Error,
+    {
         400: "Invalid request or input",
         401: "Missing or wrong API key",
         404: "Unknown model or version",
         413: "Body over the size limit",
         415: "Not JSON",
         503: "Not ready, or shutting down",
-    }.items()
-}
+    },
+)
 NUMERIC = {"FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 OUTPUTS = ("label", "score", "probabilities", "fusion_weights")
 

@@ -8,6 +8,7 @@ it is logged with its traceback and answered 500 with the request id, never with
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +37,11 @@ class ApiError(Exception):
         self.field = field
         self.errors = errors or []
         self.headers = headers
+
+
+def documented(model: type, descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route for OpenAPI: each error status with its body and meaning."""
+    return {code: {"model": model, "description": text} for code, text in descriptions.items()}
 
 
 def bad_input(error: InputError) -> ApiError:

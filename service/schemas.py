@@ -109,42 +109,30 @@ class ModelRef(BaseModel):
     version: int
 
 
+# One prediction as the examples show it: a 7, seen and typed, not heard.
+PREDICTION_EXAMPLE = {
+    "label": "7",
+    "score": 0.998,
+    "top_k": [
+        {"label": "7", "probability": 0.998},
+        {"label": "9", "probability": 0.001},
+        {"label": "1", "probability": 0.0004},
+    ],
+    "modalities": {
+        "image": {"state": "present", "weight": 0.41, "label": "7", "confidence": 0.98, "entropy": 0.12},
+        "audio": {"state": "missing", "weight": 0.0},
+        "text": {"state": "present", "weight": 0.59, "label": "7", "confidence": 0.99, "entropy": 0.06},
+    },
+}
+ANSWER_EXAMPLE = {
+    "request_id": "4c1f0e9b2a7d4f0c8e3b5a6d7c8e9f01",
+    "model": {"name": "digits", "version": 1},
+    "fusion": "entropy",
+}
+
+
 class PredictResponse(PredictionBody):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "request_id": "4c1f0e9b2a7d4f0c8e3b5a6d7c8e9f01",
-                    "model": {"name": "digits", "version": 1},
-                    "fusion": "entropy",
-                    "label": "7",
-                    "score": 0.998,
-                    "top_k": [
-                        {"label": "7", "probability": 0.998},
-                        {"label": "9", "probability": 0.001},
-                        {"label": "1", "probability": 0.0004},
-                    ],
-                    "modalities": {
-                        "image": {
-                            "state": "present",
-                            "weight": 0.41,
-                            "label": "7",
-                            "confidence": 0.98,
-                            "entropy": 0.12,
-                        },
-                        "audio": {"state": "missing", "weight": 0.0},
-                        "text": {
-                            "state": "present",
-                            "weight": 0.59,
-                            "label": "7",
-                            "confidence": 0.99,
-                            "entropy": 0.06,
-                        },
-                    },
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [ANSWER_EXAMPLE | PREDICTION_EXAMPLE]})
 
     request_id: str
     model: ModelRef
@@ -153,43 +141,7 @@ class PredictResponse(PredictionBody):
 
 class BatchPredictResponse(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "request_id": "9a8b7c6d5e4f40312a1b2c3d4e5f6a7b",
-                    "model": {"name": "digits", "version": 1},
-                    "fusion": "entropy",
-                    "predictions": [
-                        {
-                            "label": "7",
-                            "score": 0.998,
-                            "top_k": [
-                                {"label": "7", "probability": 0.998},
-                                {"label": "9", "probability": 0.001},
-                                {"label": "1", "probability": 0.0004},
-                            ],
-                            "modalities": {
-                                "image": {
-                                    "state": "present",
-                                    "weight": 0.41,
-                                    "label": "7",
-                                    "confidence": 0.98,
-                                    "entropy": 0.12,
-                                },
-                                "audio": {"state": "missing", "weight": 0.0},
-                                "text": {
-                                    "state": "present",
-                                    "weight": 0.59,
-                                    "label": "7",
-                                    "confidence": 0.99,
-                                    "entropy": 0.06,
-                                },
-                            },
-                        }
-                    ],
-                }
-            ]
-        }
+        json_schema_extra={"examples": [ANSWER_EXAMPLE | {"predictions": [PREDICTION_EXAMPLE]}]}
     )
 
     request_id: str
