@@ -117,6 +117,24 @@ class ComponentMetrics:
             self._wait.observe(wait)
 
 
+STATES = ("present", "missing", "invalid", "dropped")
+
+
+def initialize(model: str, modalities: list[str]) -> None:
+    """Create a model's series at zero before its first request: a rate over a series that appears
+    mid-window loses the increase up to its first sample, which would hide the first traffic."""
+    for modality in modalities:
+        for state in STATES:
+            INPUTS.labels(model=model, modality=modality, state=state)
+        FUSION_WEIGHT.labels(model=model, modality=modality)
+        ENTROPY.labels(model=model, modality=modality)
+        DECODE_DURATION.labels(model=model, modality=modality)
+    if len(modalities) <= 6:  # at most 63 combinations
+        for mask in range(1, 2 ** len(modalities)):
+            chosen = [m for i, m in enumerate(modalities) if mask >> i & 1]
+            COMBINATIONS.labels(model=model, combination="+".join(chosen))
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 

@@ -145,6 +145,7 @@ class ModelRepository:
             log.error("not serving %s version %d: %s", name, version, error)
             return None
         self.failures.pop((name, version), None)
+        metrics.initialize(name, loaded.modalities)
         metrics.MODEL_INFO.labels(model=name, version=str(version), provider=loaded.provider).set(1)
         metrics.MODEL_READY.labels(model=name, version=str(version)).set(1)
         log.info("loaded %s version %d on %s", name, version, loaded.provider)

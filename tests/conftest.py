@@ -1,11 +1,13 @@
 """Shared fixtures. Tests marked `shared_data` read the real benchmark data in ../shared/data (or
-$ANYMODAL_SHARED_DATA); they skip where it is absent, unless ANYMODAL_REQUIRE_SHARED_DATA=1 (CI)
-turns the absence into a failure."""
+$ANYMODAL_SHARED_DATA); tests marked `prometheus` run Debian's prometheus and promtool. They skip
+where these are absent, unless ANYMODAL_REQUIRE_SHARED_DATA=1 or ANYMODAL_REQUIRE_PROMETHEUS=1
+(both set by CI) turn the absence into a failure."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +17,31 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ANYMODAL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+REQUIREMENTS = {
+    # marker: (is it here?, what is missing, the variable that makes it required)
+    "shared_data": (
+        lambda: (SHARED_DATA / "fsdd").is_dir() and (SHARED_DATA / "optdigits").is_dir(),
+        f"the benchmark data in {SHARED_DATA}",
+        "ANYMODAL_REQUIRE_SHARED_DATA",
+    ),
+    "prometheus": (
+        lambda: shutil.which("prometheus") is not None and shutil.which("promtool") is not None,
+        "Prometheus and promtool (Debian package prometheus)",
+        "ANYMODAL_REQUIRE_PROMETHEUS",
+    ),
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if (SHARED_DATA / "fsdd").is_dir() and (SHARED_DATA / "optdigits").is_dir():
-        return
-    if os.environ.get("ANYMODAL_REQUIRE_SHARED_DATA") == "1":
-        raise pytest.UsageError(f"the benchmark data is required but {SHARED_DATA} is missing")
-    skip = pytest.mark.skip(reason=f"needs the benchmark data in {SHARED_DATA}")
-    for item in items:
-        if "shared_data" in item.keywords:
-            item.add_marker(skip)
+    for marker, (available, what, required) in REQUIREMENTS.items():
+        if available():
+            continue
+        if os.environ.get(required) == "1":
+            raise pytest.UsageError(f"{what} is required ({required}=1) but missing")
+        skip = pytest.mark.skip(reason=f"needs {what}")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
