@@ -44,10 +44,6 @@ def documented(model: type, descriptions: dict[int, str]) -> dict[int | str, dic
     return {code: {"model": model, "description": text} for code, text in descriptions.items()}
 
 
-def bad_input(error: InputError) -> ApiError:
-    return ApiError(422, str(error), field=error.field)
-
-
 def invalid_inputs(error: InvalidInputs) -> ApiError:
     first = error.errors[0]
     return ApiError(
