@@ -19,7 +19,7 @@ import soundfile
 import soxr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
+from service.manifest import AudioContract, ImageContract, InputContract, TensorContract, TextContract
 
 DEFAULT_MAX_PIXELS = 25_000_000
 PAPER_WHITE = (255, 255, 255)
@@ -184,3 +184,23 @@ def check_tensor(values: Sequence[object], contract: TensorContract, field: str)
     if np.abs(array).max(initial=0.0) > np.finfo(np.float32).max:
         raise InputError(field, "holds a number too large for 32-bit floats")
     return array.astype(np.float32)
+
+
+def decode(
+    value: object, contract: InputContract, field: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> object:
+    """One raw input to its signal in the contract: the bytes of an image or recording, a string,
+    or a list of numbers, by the contract's kind. Training and the service both decode this way."""
+    if isinstance(contract, ImageContract | AudioContract):
+        if not isinstance(value, bytes | bytearray):
+            raise InputError(
+                field, f"must be the bytes of a{'n image' if contract.kind == 'image' else ' recording'}"
+            )
+        if isinstance(contract, ImageContract):
+            return decode_image(bytes(value), contract, field, max_pixels)
+        return decode_audio(bytes(value), contract, field)
+    if isinstance(contract, TextContract):
+        return check_text(value, contract, field)
+    if isinstance(contract, TensorContract):
+        return check_tensor(value, contract, field)  # type: ignore[arg-type]
+    raise TypeError(f"unknown contract {contract!r}")

@@ -19,10 +19,10 @@ from typing import Literal
 import numpy as np
 
 from service import metrics
-from service.decoding import InputError, check_tensor, check_text, decode_audio, decode_image
+from service.decoding import InputError, decode
 from service.features import features
 from service.fusion import FusionRule, fuse, softmax
-from service.manifest import AudioContract, ImageContract, InputContract, TextContract
+from service.manifest import InputContract
 from service.repository import HEAD, LoadedModel
 
 OnInvalid = Literal["reject", "drop"]
@@ -64,24 +64,11 @@ class InvalidInputs(Exception):
 
 
 def decode_value(value: object, contract: InputContract, field: str, max_pixels: int) -> np.ndarray:
-    """One raw input (bytes of an image or recording, a string, a list of numbers) -> encoder input.
-    An InputError in place of a value is an input the API layer already found unusable."""
+    """One raw input -> its encoder input. An InputError in place of a value is an input the API
+    layer already found unusable."""
     if isinstance(value, InputError):
         raise value
-    if isinstance(contract, ImageContract | AudioContract):
-        if not isinstance(value, bytes | bytearray):
-            raise InputError(
-                field, f"must be the bytes of a{'n image' if contract.kind == 'image' else ' recording'}"
-            )
-        if isinstance(contract, ImageContract):
-            signal: object = decode_image(bytes(value), contract, field, max_pixels)
-        else:
-            signal = decode_audio(bytes(value), contract, field)
-    elif isinstance(contract, TextContract):
-        signal = check_text(value, contract, field)
-    else:
-        signal = check_tensor(value, contract, field)  # type: ignore[arg-type]
-    return features(signal, contract)
+    return features(decode(value, contract, field, max_pixels), contract)
 
 
 class Predictor:

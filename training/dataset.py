@@ -19,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from service.decoding import InputError, check_tensor, check_text, decode_audio, decode_image
+from service.decoding import InputError, decode
 from service.features import features, input_dtype, input_shape, log_mel
 from service.manifest import (
     AudioContract,
     ImageContract,
     InputContract,
     TensorContract,
-    TextContract,
 )
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,8 @@ class Split:
 
 
 def decode_value(value: object, contract: InputContract, field: str, folder: Path) -> object:
-    """One JSONL value -> its decoded signal: files are read relative to `folder`."""
+    """One JSONL value -> its decoded signal; image and audio values are paths of files, read
+    relative to `folder`, then decoded exactly as the service decodes request bytes."""
     if isinstance(contract, ImageContract | AudioContract):
         if not isinstance(value, str) or not value:
             raise InputError(
@@ -72,17 +72,10 @@ def decode_value(value: object, contract: InputContract, field: str, folder: Pat
             )
         path = folder / value
         try:
-            data = path.read_bytes()
+            value = path.read_bytes()
         except OSError as error:
             raise InputError(field, f"cannot read {path} ({error.strerror})") from None
-        if isinstance(contract, ImageContract):
-            return decode_image(data, contract, field)
-        return decode_audio(data, contract, field)
-    if isinstance(contract, TextContract):
-        return check_text(value, contract, field)
-    if isinstance(contract, TensorContract):
-        return check_tensor(value, contract, field)  # type: ignore[arg-type]
-    raise TypeError(f"unknown contract {contract!r}")
+    return decode(value, contract, field)
 
 
 def read_split(
