@@ -8,6 +8,7 @@ it is logged with its traceback and answered 500 with the request id, never with
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -66,15 +67,15 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    problems = []
-    first_field = None
-    for problem in exc.errors():
-        location = [str(part) for part in problem.get("loc", ()) if part not in ("body",)]
-        field = ".".join(location) or "body"
-        first_field = first_field or field
-        problems.append(f"{field}: {problem.get('msg', 'is invalid')}")
-    return "; ".join(problems[:10]) or "the request body is invalid", first_field
+def describe(problems: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """pydantic's validation errors as one message, each problem as `field: what is wrong`, and
+    the first field at fault."""
+    described = []
+    for problem in problems:
+        location = [str(part) for part in problem.get("loc", ()) if part != "body"]
+        described.append((".".join(location) or "body", problem.get("msg", "is invalid")))
+    message = "; ".join(f"{field}: {text}" for field, text in described[:10])
+    return message or "the request body is invalid", described[0][0] if described else None
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -99,7 +100,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, field = _validation_message(exc)
+        message, field = describe(exc.errors())
         return error_response(request, ApiError(400 if _is_v2(request) else 422, message, field=field))
 
     @app.exception_handler(StarletteHTTPException)

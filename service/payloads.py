@@ -6,7 +6,7 @@ from fastapi import Request
 from pydantic import ValidationError
 
 from service.decoding import InputError, decode_base64
-from service.errors import ApiError
+from service.errors import ApiError, describe
 
 
 def media_type(request: Request) -> str:
@@ -23,13 +23,10 @@ def file_bytes(text: str, field: str) -> bytes | InputError:
 
 def validation_error(error: ValidationError, status: int = 422) -> ApiError:
     """A pydantic error on a request body as a 4xx naming the fields: broken JSON is 400."""
-    problems = []
-    for problem in error.errors(include_url=False):
+    problems = error.errors(include_url=False)
+    for problem in problems:
         if problem["type"] == "json_invalid":
-            return ApiError(
-                400, f"the body is not valid JSON ({problem.get('ctx', {}).get('error', 'parse error')})"
-            )
-        field = ".".join(str(part) for part in problem["loc"]) or "body"
-        problems.append((field, problem["msg"]))
-    message = "; ".join(f"{field}: {msg}" for field, msg in problems[:10])
-    return ApiError(status, message, field=problems[0][0] if problems else None)
+            reason = problem.get("ctx", {}).get("error", "parse error")
+            return ApiError(400, f"the body is not valid JSON ({reason})")
+    message, field = describe(problems)
+    return ApiError(status, message, field=field)
