@@ -330,6 +330,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory):
     )  # fmt: skip
     api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=10)
     try:
+        # Until its storage is ready Prometheus answers the API with a plain-text 503: wait for
+        # its readiness endpoint before the first query.
+        ready = f"http://127.0.0.1:{port}/-/ready"
+        wait_for(lambda: httpx.get(ready, timeout=2).status_code == 200, "Prometheus to be ready")
         wait_for(lambda: query(api, 'up{job="anymodal"} == 1'), "Prometheus scraping the server")
         time.sleep(2.5)  # a few scrapes of the counters at zero, before any traffic
         image, audio = (base64(fixture("digit_7.png")), base64(fixture("digit_7.wav")))
