@@ -90,10 +90,19 @@ InputContract = Annotated[
 Kind = Literal["image", "audio", "text", "tensor"]
 
 
+class ReliabilitySpec(_Strict):
+    """The reliability gate of a modality (see `service/reliability.py`): its fitted statistics
+    (an .npz file of the bundle) and the p-value below which an input is unreliable."""
+
+    file: str
+    alpha: float = Field(gt=0, lt=1)
+
+
 class ModalitySpec(_Strict):
     input: InputContract
     file: str
     temperature: float = Field(gt=0)
+    reliability: ReliabilitySpec | None = None  # None: no gate, every decodable input is fused
 
     @property
     def kind(self) -> Kind:
@@ -125,6 +134,7 @@ class Manifest(_Strict):
     @model_validator(mode="after")
     def _files_are_listed(self) -> Manifest:
         needed = [spec.file for spec in self.modalities.values()] + [self.head.file]
+        needed += [spec.reliability.file for spec in self.modalities.values() if spec.reliability]
         unlisted = [name for name in needed if name not in self.files]
         if unlisted:
             raise ValueError(f"files {unlisted} are used but have no sha256 in 'files'")

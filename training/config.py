@@ -30,8 +30,11 @@ class TrainConfig:
     head_momentum: float = 0.9
     weight_decay: float = 1e-4
     hgm: bool = True  # head gradient modification; off only for the ablation
-    hgm_alpha: float = 1.0  # the projector's regularizer: larger keeps more of each gradient
-    patience: int = 10  # stop after this many epochs without a better validation accuracy
+    # HGM's regularizer, against unit-length batch-mean features: a direction used n times keeps
+    # alpha / (alpha + n) of its gradient. Larger keeps more of each gradient.
+    hgm_alpha: float = 1.0
+    patience: int = 10  # stop after this many epochs without a lower validation NLL
+    reliability_alpha: float = 0.005  # the gate: p-values below this are unreliable inputs
     seed: int = 0
     threads: int = 0  # torch threads; 0 uses every core
 

@@ -9,7 +9,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from service.fusion import Fused, FusionRule, fuse
+from service.fusion import Fused, FusionRule, fuse, log_softmax
 from service.manifest import InputContract
 from training.dataset import Split, featurize
 from training.degrade import corrupt
@@ -68,6 +68,13 @@ def fused_accuracy(
     if not rows.any():
         return float("nan")
     return float((fused.logits.argmax(1) == data.labels.numpy()[rows]).mean())
+
+
+def fused_nll(logits: np.ndarray, data: Tensors, rule: FusionRule, temperatures: np.ndarray | None = None) -> float:
+    """Mean negative log-likelihood of the fused prediction, every modality each sample has."""
+    fused, rows = fuse_subset(logits, data, rule, temperatures)
+    log_p = log_softmax(fused.logits.astype(np.float64))
+    return float(-log_p[np.arange(len(log_p)), data.labels.numpy()[rows]].mean())
 
 
 def fuse_subset(

@@ -1,6 +1,7 @@
-"""Export a trained model to a bundle: one ONNX file per modality encoder, one for the head, and
-`manifest.json` with the sha256 of every file. A parity check runs real test samples through
-torch and onnxruntime and fails the export if their logits differ by more than 1e-4."""
+"""Export a trained model to a bundle: one ONNX file per modality encoder (outputs `features` and
+`probes`), one for the head, and `manifest.json` with the sha256 of every file. A parity check runs
+real test samples through torch and onnxruntime and fails the export if their logits differ by
+more than 1e-4."""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from service.fusion import FusionRule
 from service.manifest import (
     MANIFEST_NAME,
+    FusionSpec,
     HeadSpec,
     InputContract,
     Manifest,
     ModalitySpec,
+    ReliabilitySpec,
+    read_manifest,
     sha256_of,
 )
 from training.evaluate import Tensors
-from training.model import MultimodalModel
+from training.model import Encoder, MultimodalModel
 
 log = logging.getLogger(__name__)
 # The exporter warns on every call that torchvision's operators are not registered; no model uses them.
@@ -35,8 +40,22 @@ class ExportError(Exception):
     pass
 
 
-def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, str]) -> None:
-    """Write `module` as ONNX with a dynamic batch axis and check the file."""
+class WithProbes(torch.nn.Module):
+    """An encoder whose graph returns its features and its probes."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder.forward_with_probes(x)
+
+
+def export_onnx(
+    module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, ...]
+) -> None:
+    """Write `module` as ONNX (input `names[0]`, outputs the rest) with a dynamic batch axis, and
+    check the file."""
     module.eval()
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     with warnings.catch_warnings():  # torch.export's own deprecation notices, not ours to fix
@@ -46,7 +65,7 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, name
             (example,),
             path,
             input_names=[names[0]],
-            output_names=[names[1]],
+            output_names=list(names[1:]),
             dynamic_shapes=({0: batch},),
             external_data=False,
             verbose=False,
@@ -64,7 +83,7 @@ def export_model(
     for m in model.modalities:
         files[m] = f"{m}.onnx"
         example = _examples(parity, m, count=8)
-        export_onnx(model.encoders[m], example, bundle / files[m], ("input", "features"))
+        export_onnx(WithProbes(model.encoders[m]), example, bundle / files[m], ("input", "features", "probes"))
     features = torch.zeros(2, model.head.in_features)
     export_onnx(model.head, features, bundle / HEAD_FILE, ("features", "logits"))
     check_parity(model, bundle, files, parity)
@@ -91,13 +110,15 @@ def check_parity(
         x = _examples(data, m, count=256)
         expected = model.logits(m, x).numpy()
         encoder = ort.InferenceSession(bundle / file, options, providers=["CPUExecutionProvider"])
-        features = encoder.run(None, {"input": x.numpy()})[0]
+        features, probes = encoder.run(["features", "probes"], {"input": x.numpy()})
         actual = head.run(None, {"features": features})[0]
         differences[m] = float(np.abs(actual - expected).max())
-        if not differences[m] <= PARITY_TOLERANCE:
+        expected_probes = model.encoders[m].forward_with_probes(x)[1].numpy()
+        probes_off = float((np.abs(probes - expected_probes) / (1 + np.abs(expected_probes))).max())
+        if not (differences[m] <= PARITY_TOLERANCE and probes_off <= PARITY_TOLERANCE):
             raise ExportError(
-                f"{m}: onnxruntime's logits differ from torch's by {differences[m]:.2e}"
-                f" (tolerance {PARITY_TOLERANCE:g}); the export is not faithful"
+                f"{m}: onnxruntime's logits differ from torch's by {differences[m]:.2e} and its probes"
+                f" by {probes_off:.2e} (tolerance {PARITY_TOLERANCE:g}); the export is not faithful"
             )
     log.info("export parity, max |logit difference| per modality: %s", differences)
     return differences
@@ -111,25 +132,27 @@ def write_manifest(
     contracts: dict[str, InputContract],
     files: dict[str, str],
     temperatures: dict[str, float],
+    reliability: dict[str, ReliabilitySpec],
     feature_dim: int,
+    rule: FusionRule,
     training: dict,
     data: dict,
     metrics: dict,
 ) -> Manifest:
     """Write `manifest.json`, hashing every other file in the bundle; validated before writing."""
-    hashes = {
-        path.relative_to(bundle).as_posix(): sha256_of(path)
-        for path in sorted(bundle.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_NAME
-    }
+    hashes = _hashes(bundle)
     manifest = Manifest(
         name=name,
         version=version,
         labels=labels,
         modalities={
-            m: ModalitySpec(input=contracts[m], file=files[m], temperature=temperatures[m]) for m in contracts
+            m: ModalitySpec(
+                input=contracts[m], file=files[m], temperature=temperatures[m], reliability=reliability.get(m)
+            )
+            for m in contracts
         },
         head=HeadSpec(file=HEAD_FILE, feature_dim=feature_dim),
+        fusion=FusionSpec(rule=rule),
         files=hashes,
         training=training,
         data=data,
@@ -137,3 +160,21 @@ def write_manifest(
     )
     (bundle / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
     return manifest
+
+
+def _hashes(bundle: Path) -> dict[str, str]:
+    return {
+        path.relative_to(bundle).as_posix(): sha256_of(path)
+        for path in sorted(bundle.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+
+
+def rewrite_manifest(bundle: Path, **changes: object) -> Manifest:
+    """Rewrite `bundle`'s manifest with `changes` (version, metrics, ...) and the sha256 of every
+    file the bundle holds now: for a bundle that was copied and had its report added."""
+    manifest = read_manifest(bundle)
+    hashes = _hashes(bundle)
+    updated = Manifest.model_validate(manifest.model_dump() | changes | {"files": hashes})
+    (bundle / MANIFEST_NAME).write_text(updated.model_dump_json(indent=2) + "\n")
+    return updated

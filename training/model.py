@@ -1,5 +1,10 @@
 """One small encoder per modality, all mapping to the same feature width D, and one shared linear
-head D -> classes. Sized to train in minutes on two CPU cores."""
+head D -> classes. Sized to train in minutes on two CPU cores.
+
+Every encoder also reports its *probes*: the activations of each of its layers, averaged over
+positions, and the projection's pre-activation, concatenated (B, P). The reliability gate
+(`service/reliability.py`) scores inputs on them: early layers see a tone, a blank page or a dead
+sensor that the last layer has already mapped onto some digit."""
 
 from __future__ import annotations
 
@@ -29,7 +34,43 @@ def _projection(cin: int, config: ModelConfig) -> nn.Sequential:
     return nn.Sequential(nn.Dropout(config.dropout), nn.Linear(cin, config.feature_dim), nn.ReLU())
 
 
-class ImageEncoder(nn.Module):
+class Encoder(nn.Module):
+    """An input -> (B, D) features; `forward_with_probes` also returns the probes (B, P) and
+    `probe_widths` the width of each probed layer."""
+
+    body: nn.Sequential
+    project: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_probes(x)[0]
+
+    def forward_with_probes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, probes = self.run_body(self.prepare(x))
+        pre = self.project[:-1](self.pool(h, x))
+        return self.project[-1](pre), torch.cat([*probes, pre], dim=1)
+
+    def run_body(self, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The body, keeping each ReLU's output averaged over positions."""
+        probes = []
+        for layer in self.body:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                probes.append(h.flatten(2).mean(dim=2) if h.dim() > 2 else h)
+        return h, probes
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def pool(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return h
+
+    def probe_widths(self) -> list[int]:
+        widths = [layer.num_features for layer in self.body if isinstance(layer, nn.BatchNorm1d | nn.BatchNorm2d)]
+        widths += [layer.out_features for layer in self.body if isinstance(layer, nn.Linear)]
+        return [*widths, self.project[1].out_features]
+
+
+class ImageEncoder(Encoder):
     """(B, C, H, W) -> (B, D): three conv blocks, global average pooling."""
 
     def __init__(self, contract: ImageContract, config: ModelConfig) -> None:
@@ -38,15 +79,15 @@ class ImageEncoder(nn.Module):
         self.body = nn.Sequential(
             *_conv2d(contract.channels, w), nn.MaxPool2d(2),
             *_conv2d(w, 2 * w), nn.MaxPool2d(2),
-            *_conv2d(2 * w, 2 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            *_conv2d(2 * w, 2 * w),
         )  # fmt: skip
         self.project = _projection(2 * w, config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.body(x))
+    def pool(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return h.mean(dim=(2, 3))
 
 
-class AudioEncoder(nn.Module):
+class AudioEncoder(Encoder):
     """(B, n_mels, frames) -> (B, D): convolutions over time with the mel bins as channels, then
     average and max pooling over time."""
 
@@ -60,12 +101,11 @@ class AudioEncoder(nn.Module):
         )  # fmt: skip
         self.project = _projection(4 * w, config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.body(x)
-        return self.project(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
+    def pool(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(Encoder):
     """(B, max_length) UTF-8 byte ids -> (B, D): byte embeddings, convolutions, max pooling over
     the bytes that are not padding."""
 
@@ -76,14 +116,15 @@ class TextEncoder(nn.Module):
         self.body = nn.Sequential(*_conv1d(w, 2 * w, 3), *_conv1d(2 * w, 2 * w, 3))
         self.project = _projection(2 * w, config)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        h = self.body(self.embed(ids).transpose(1, 2))
+    def prepare(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(ids).transpose(1, 2)
+
+    def pool(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         padding = (ids == PAD_ID).unsqueeze(1)
-        pooled = h.masked_fill(padding, -1e4).amax(dim=2)
-        return self.project(pooled)
+        return h.masked_fill(padding, -1e4).amax(dim=2)
 
 
-class TensorEncoder(nn.Module):
+class TensorEncoder(Encoder):
     """(B, length) -> (B, D): a two-layer MLP."""
 
     def __init__(self, contract: TensorContract, config: ModelConfig) -> None:
@@ -94,11 +135,8 @@ class TensorEncoder(nn.Module):
         )
         self.project = _projection(hidden, config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.body(x))
 
-
-def build_encoder(contract: InputContract, config: ModelConfig) -> nn.Module:
+def build_encoder(contract: InputContract, config: ModelConfig) -> Encoder:
     match contract:
         case ImageContract():
             return ImageEncoder(contract, config)

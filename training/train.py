@@ -2,9 +2,12 @@
 baselines it is measured against, joint training and one unimodal model per modality.
 
 MLA, per mini-batch, for each modality m in turn: the samples of the batch that have m go through
-m's encoder and the shared head; cross-entropy; backward; the head's weight gradient is projected
-by HGM; optimizer step; the projector takes in m's batch-mean feature. A sample missing m simply
-sits out m's step, so incomplete data trains the modalities it has.
+m's encoder and the shared head; cross-entropy; backward; optimizer step, the head's step projected
+by HGM; the projector takes in m's batch-mean feature. A sample missing m simply sits out m's step,
+so incomplete data trains the modalities it has.
+
+Every epoch is validated by the negative log-likelihood of the fused prediction (accuracy
+saturates early and cannot tell epochs apart); the epoch with the lowest one is kept.
 
 Joint training puts every present modality through its encoder and the head at once and trains
 on the sum of their logits, the usual recipe that lets one dominant modality do the work.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +31,8 @@ from tqdm import tqdm
 
 from service.fusion import FusionRule
 from training.config import TrainConfig
-from training.evaluate import Tensors, fused_accuracy, modality_logits, own_accuracy
-from training.hgm import HeadGradientProjector
+from training.evaluate import Tensors, fused_accuracy, fused_nll, modality_logits, own_accuracy
+from training.hgm import HeadGradientProjector, HeadOptimizer
 from training.model import MultimodalModel
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,7 @@ class History:
     name: str
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = 0
+    best_val_nll: float = math.inf
     best_val_accuracy: float = 0.0
     seconds: float = 0.0
 
@@ -69,11 +74,9 @@ def train_model(
     encoder_opt = torch.optim.Adam(
         model.encoders.parameters(), lr=config.encoder_lr, weight_decay=config.weight_decay
     )
-    # No weight decay on the head: decay would move it along the directions HGM protects.
-    head_opt = torch.optim.SGD(model.head.parameters(), lr=config.head_lr, momentum=config.head_momentum)
-    optimizers = (encoder_opt, head_opt)
-    schedules = [torch.optim.lr_scheduler.CosineAnnealingLR(o, config.epochs) for o in optimizers]
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(encoder_opt, config.epochs)
     projector = HeadGradientProjector(model.head.in_features, config.hgm_alpha) if hgm else None
+    head_opt = HeadOptimizer(model.head, config.head_lr, config.head_momentum, projector)
 
     history = History(name=name)
     best_state = copy.deepcopy(model.state_dict())
@@ -83,6 +86,7 @@ def train_model(
         model.train()
         epoch_started = time.perf_counter()
         totals = {m: np.zeros(3) for m in model.modalities}  # loss sum, correct, count
+        kept = {m: [] for m in model.modalities}  # HGM: share of the head gradient kept, per step
         order = torch.randperm(len(train), generator=shuffle)
         batches = order.split(config.batch_size)
         bar = tqdm(batches, desc=f"{name} {epoch}/{config.epochs}", leave=False, disable=not progress)
@@ -92,20 +96,22 @@ def train_model(
                     rows = batch[train.present[m][batch]]
                     if len(rows) < 2:  # batch norm needs two samples
                         continue
-                    loss, correct = _unimodal_step(
-                        model, m, train.inputs[m][rows], train.labels[rows], optimizers, projector
+                    loss, correct, share = _unimodal_step(
+                        model, m, train.inputs[m][rows], train.labels[rows], encoder_opt, head_opt
                     )
                     totals[m] += (loss * len(rows), correct, len(rows))
+                    kept[m].append(share)
             else:
-                for m, (loss, correct, count) in _joint_step(model, train, batch, optimizers).items():
+                for m, (loss, correct, count) in _joint_step(model, train, batch, encoder_opt, head_opt).items():
                     totals[m] += (loss * count, correct, count)
             bar.set_postfix_str(_postfix(totals))
-        for schedule in schedules:
-            schedule.step()
+        schedule.step()
+        head_opt.lr = config.head_lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
 
         logits = modality_logits(model, val)
         val_accuracy = own_accuracy(logits, val)
         val_fused = fused_accuracy(logits, val, rule=selection_rule(method))
+        val_nll = fused_nll(logits, val, rule=selection_rule(method))
         record = {
             "model": name,
             "epoch": epoch,
@@ -113,25 +119,28 @@ def train_model(
             "train": {
                 m: {"loss": t[0] / max(t[2], 1), "accuracy": t[1] / max(t[2], 1)} for m, t in totals.items()
             },
-            "val": {"fused_accuracy": val_fused, "accuracy": val_accuracy},
+            "val": {"fused_nll": val_nll, "fused_accuracy": val_fused, "accuracy": val_accuracy},
         }
+        if projector is not None:
+            record["hgm_kept"] = {m: float(np.mean(v)) for m, v in kept.items() if v}
         history.epochs.append(record)
         if log_path is not None:
             with log_path.open("a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")
         log.info(
-            "%s epoch %d: train %s | val fused %.4f, %s",
-            name, epoch, _postfix(totals),
-            val_fused, " ".join(f"{m} {a:.3f}" for m, a in val_accuracy.items()),
+            "%s epoch %d: train %s | val fused nll %.4f acc %.4f, %s%s",
+            name, epoch, _postfix(totals), val_nll, val_fused,
+            " ".join(f"{m} {a:.3f}" for m, a in val_accuracy.items()),
+            "".join(f" | hgm kept {m} {v:.2f}" for m, v in record.get("hgm_kept", {}).items()),
         )  # fmt: skip
-        if val_fused > history.best_val_accuracy:
-            history.best_epoch, history.best_val_accuracy = epoch, val_fused
+        if val_nll < history.best_val_nll:
+            history.best_epoch, history.best_val_nll, history.best_val_accuracy = epoch, val_nll, val_fused
             best_state = copy.deepcopy(model.state_dict())
             stale = 0
         else:
             stale += 1
             if stale >= config.patience:
-                log.info("%s: no better validation accuracy for %d epochs, stopping", name, stale)
+                log.info("%s: no lower validation NLL for %d epochs, stopping", name, stale)
                 break
     model.load_state_dict(best_state)
     model.eval()
@@ -144,30 +153,30 @@ def _unimodal_step(
     modality: str,
     x: torch.Tensor,
     y: torch.Tensor,
-    optimizers: tuple[torch.optim.Optimizer, ...],
-    projector: HeadGradientProjector | None,
-) -> tuple[float, int]:
-    """One step of one modality's encoder and the shared head; no other encoder is touched."""
+    encoder_opt: torch.optim.Optimizer,
+    head_opt: HeadOptimizer,
+) -> tuple[float, int, float]:
+    """One step of one modality's encoder and the shared head; no other encoder is touched.
+    Returns the loss, the correct count and the share of the head gradient HGM kept."""
     features = model.encoders[modality](x)
     logits = model.head(features)
     loss = F.cross_entropy(logits, y)
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)  # encoders without a gradient are left alone
+    encoder_opt.zero_grad(set_to_none=True)  # encoders without a gradient are left alone
+    head_opt.zero_grad()
     loss.backward()
-    if projector is not None:
-        projector.project(model.head.weight.grad)
-    for optimizer in optimizers:
-        optimizer.step()
-    if projector is not None:
-        projector.update(features)
-    return loss.item(), int((logits.argmax(1) == y).sum())
+    encoder_opt.step()
+    kept = head_opt.step()
+    if head_opt.projector is not None:
+        head_opt.projector.update(features)
+    return loss.item(), int((logits.argmax(1) == y).sum()), kept
 
 
 def _joint_step(
     model: MultimodalModel,
     data: Tensors,
     batch: torch.Tensor,
-    optimizers: tuple[torch.optim.Optimizer, ...],
+    encoder_opt: torch.optim.Optimizer,
+    head_opt: HeadOptimizer,
 ) -> dict[str, tuple[float, int, int]]:
     """One step on the sum of every present modality's logits; returns each modality's own
     loss, correct count and sample count on the batch, for the progress bar."""
@@ -187,11 +196,11 @@ def _joint_step(
                 int(mask.sum()),
             )
     loss = F.cross_entropy(summed, y)
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)
+    encoder_opt.zero_grad(set_to_none=True)
+    head_opt.zero_grad()
     loss.backward()
-    for optimizer in optimizers:
-        optimizer.step()
+    encoder_opt.step()
+    head_opt.step()
     return own
 
 

@@ -1,0 +1,107 @@
+"""The reliability gate: is this input like the clean inputs the encoder was trained on?
+
+Entropy cannot see a broken input: an encoder fed a tone, a blank page or a dead sensor is often
+confidently wrong. So each modality's encoder also outputs its *probes* (each layer's activations
+averaged over positions, see `training/model.py`), and the gate scores them:
+
+- per probed layer l, the Mahalanobis distance d_l to the nearest class mean, with class means and
+  one shared covariance fitted on clean *training* inputs (Lee et al., NeurIPS 2018);
+- the score s = mean_l log(d_l / median_l), where median_l is d_l's median on clean *validation*
+  inputs, so that every layer counts on the same scale;
+- the p-value of s against the scores of the clean validation inputs (conformal): the share of
+  them scoring at least as high. An input whose p-value is below the manifest's `alpha` is
+  unreliable: it is left out of the fusion.
+
+One implementation, used by training (to fit it and to evaluate) and by the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SHRINKAGE = 1e-3  # of the covariance's mean variance, added to its diagonal: keeps it invertible
+
+
+@dataclass(frozen=True)
+class Layer:
+    means: np.ndarray  # (classes, width)
+    precision: np.ndarray  # (width, width), inverse of the shared covariance
+    median: float  # median distance of clean validation inputs
+
+    def distances(self, probes: np.ndarray) -> np.ndarray:
+        """(B,) squared Mahalanobis distance of each row to its nearest class mean."""
+        x = probes.astype(np.float64)
+        quadratic = np.einsum("bi,ij,bj->b", x, self.precision, x)
+        cross = x @ self.precision @ self.means.T
+        offsets = np.einsum("ci,ij,cj->c", self.means, self.precision, self.means)
+        return np.maximum(quadratic[:, None] - 2 * cross + offsets[None], 0.0).min(axis=1)
+
+
+@dataclass(frozen=True)
+class ReliabilityModel:
+    layers: list[Layer]
+    calibration: np.ndarray  # sorted scores of the clean validation inputs
+
+    @property
+    def widths(self) -> list[int]:
+        return [layer.means.shape[1] for layer in self.layers]
+
+    def score(self, probes: np.ndarray) -> np.ndarray:
+        """(B, P) probes -> (B,) scores; higher is less like the clean inputs."""
+        if probes.shape[1] != sum(self.widths):
+            raise ValueError(f"probes have {probes.shape[1]} columns, the gate expects {sum(self.widths)}")
+        bounds = np.cumsum([0, *self.widths])
+        logs = [
+            np.log((layer.distances(probes[:, a:b]) + 1e-12) / layer.median)
+            for layer, a, b in zip(self.layers, bounds[:-1], bounds[1:], strict=True)
+        ]
+        return np.mean(logs, axis=0)
+
+    def p_value(self, scores: np.ndarray) -> np.ndarray:
+        """(1 + #{calibration scores >= s}) / (1 + n): the conformal p-value of each score."""
+        n = len(self.calibration)
+        at_least = n - np.searchsorted(self.calibration, scores, side="left")
+        return (1 + at_least) / (1 + n)
+
+    def save(self, path: Path) -> None:
+        arrays = {"calibration": self.calibration, "widths": np.array(self.widths)}
+        for i, layer in enumerate(self.layers):
+            arrays |= {f"means_{i}": layer.means, f"precision_{i}": layer.precision}
+            arrays[f"median_{i}"] = np.array(layer.median)
+        with path.open("wb") as stream:
+            np.savez(stream, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> ReliabilityModel:
+        with np.load(path, allow_pickle=False) as arrays:
+            layers = [
+                Layer(arrays[f"means_{i}"], arrays[f"precision_{i}"], float(arrays[f"median_{i}"]))
+                for i in range(len(arrays["widths"]))
+            ]
+            return cls(layers, np.sort(arrays["calibration"]))
+
+
+def fit_reliability(
+    train_probes: np.ndarray, train_labels: np.ndarray, val_probes: np.ndarray, widths: list[int]
+) -> ReliabilityModel:
+    """Fit class means and shared covariances on clean training probes, then the layer medians
+    and the calibration scores on clean validation probes."""
+    if len(val_probes) == 0:
+        raise ValueError("the reliability gate needs validation inputs to calibrate on")
+    bounds = np.cumsum([0, *widths])
+    classes = np.unique(train_labels)
+    layers = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        x = train_probes[:, a:b].astype(np.float64)
+        means = np.stack([x[train_labels == c].mean(axis=0) for c in classes])
+        centred = x - means[np.searchsorted(classes, train_labels)]
+        covariance = centred.T @ centred / len(x)
+        covariance += SHRINKAGE * max(np.trace(covariance) / len(covariance), 1e-12) * np.eye(len(covariance))
+        layer = Layer(means, np.linalg.inv(covariance), 1.0)
+        median = float(np.median(layer.distances(val_probes[:, a:b]))) or 1.0
+        layers.append(Layer(means, layer.precision, median))
+    model = ReliabilityModel(layers, np.zeros(0))
+    return ReliabilityModel(layers, np.sort(model.score(val_probes)))
