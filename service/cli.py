@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from training.cli import configure_logging, register
+from evaluation.cli import register as register_evaluation
+from training.cli import configure_logging
+from training.cli import register as register_training
 
 app = typer.Typer(
     help="anymodal: robust multimodal prediction from any subset of modalities.",
@@ -63,4 +65,5 @@ def openapi(
         out.write_text(text)
 
 
-register(app)
+register_training(app)
+register_evaluation(app)

@@ -2,8 +2,10 @@
 
 For each sample and each present modality m (MLA, CVPR 2024, with temperature scaling):
     p_m = softmax(logits_m / T_m),  e_m = -sum_c p_mc log p_mc
-    w = softmax(-e) over the present modalities only,  fused = sum_m w_m logits_m
+    w = softmax(-e) over the present modalities only,  fused = sum_m w_m logits_m / T_m
 An absent modality gets weight 0 and does not vote. With every T_m = 1 this is the paper's rule.
+Fusing the calibrated logits (divided by T_m) makes a modality that answers alone answer with its
+calibrated probability, so the answer's score means what it says.
 The `mean` rule gives every present modality the same weight (the plain-averaging baseline).
 """
 
@@ -69,7 +71,7 @@ def fuse(
     else:
         weights = present / present.sum(axis=1, keepdims=True)
     weights = np.where(present, weights, 0.0)
-    fused = (weights[..., None] * logits).sum(axis=1)
+    fused = (weights[..., None] * logits / temperatures[None, :, None]).sum(axis=1)
     return Fused(
         logits=fused.astype(np.float32),
         weights=weights.astype(np.float32),

@@ -18,6 +18,7 @@ One implementation, used by training (to fit it and to evaluate) and by the serv
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,7 @@ def fit_reliability(
     bounds = np.cumsum([0, *widths])
     classes = np.unique(train_labels)
     layers = []
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in pairwise(bounds):
         x = train_probes[:, a:b].astype(np.float64)
         means = np.stack([x[train_labels == c].mean(axis=0) for c in classes])
         centred = x - means[np.searchsorted(classes, train_labels)]
@@ -105,3 +106,24 @@ def fit_reliability(
         layers.append(Layer(means, layer.precision, median))
     model = ReliabilityModel(layers, np.zeros(0))
     return ReliabilityModel(layers, np.sort(model.score(val_probes)))
+
+
+@dataclass(frozen=True)
+class Gated:
+    usable: np.ndarray  # (B, M) the modalities to fuse
+    unreliable: np.ndarray  # (B, M) present, but failed the gate
+    reliable: np.ndarray  # (B,) False where every present modality failed and all were fused anyway
+
+
+def gate(present: np.ndarray, p_values: np.ndarray, alphas: np.ndarray) -> Gated:
+    """The gate's rule, for the service and for evaluation alike. `p_values` (B, M) holds NaN where
+    a modality has no gate (or is absent); `alphas` (M,) are the thresholds. A present modality
+    with p < alpha is unreliable and not fused, unless every present modality is: then all of them
+    are fused, and the answer is flagged as not reliable."""
+    present = np.asarray(present, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        unreliable = present & (np.asarray(p_values, dtype=np.float64) < np.asarray(alphas)[None, :])
+    usable = present & ~unreliable
+    none_left = ~usable.any(axis=1) & present.any(axis=1)
+    usable[none_left] = present[none_left]
+    return Gated(usable=usable, unreliable=unreliable, reliable=~none_left)

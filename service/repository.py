@@ -21,6 +21,7 @@ from service import metrics
 from service.batching import Batcher
 from service.features import input_shape
 from service.manifest import MANIFEST_NAME, BundleError, Manifest, verify_bundle
+from service.reliability import ReliabilityModel
 from service.runtime import Session, SessionError, load_session, providers_for
 from service.settings import Settings
 
@@ -48,6 +49,7 @@ class LoadedModel:
     manifest: Manifest
     fingerprint: str
     sessions: dict[str, Session]  # by modality, and HEAD
+    gates: dict[str, ReliabilityModel]  # by modality, for those whose manifest has one
     batchers: dict[str, Batcher] = field(default_factory=dict)
 
     @property
@@ -61,6 +63,13 @@ class LoadedModel:
     @property
     def provider(self) -> str:
         return self.sessions[HEAD].provider
+
+
+def load_gate(path: Path) -> ReliabilityModel:
+    try:
+        return ReliabilityModel.load(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise BundleError(f"{path.name}: not a reliability gate this service can read ({error})") from None
 
 
 def fingerprint(bundle: Path) -> str:
@@ -165,7 +174,12 @@ class ModelRepository:
             m: load_session(folder / spec.file, providers, threads) for m, spec in manifest.modalities.items()
         }
         sessions[HEAD] = load_session(folder / manifest.head.file, providers, threads)
-        loaded = LoadedModel(name, version, folder, manifest, before, sessions)
+        gates = {
+            m: load_gate(folder / spec.reliability.file)
+            for m, spec in manifest.modalities.items()
+            if spec.reliability is not None
+        }
+        loaded = LoadedModel(name, version, folder, manifest, before, sessions, gates)
         self._warm_up(loaded)
         for component, session in sessions.items():
             loaded.batchers[component] = Batcher(
@@ -186,8 +200,13 @@ class ModelRepository:
             for modality, spec in loaded.manifest.modalities.items():
                 session = loaded.sessions[modality]
                 out = session.run(np.zeros((batch, *input_shape(spec.input)), dtype=session.input_dtype))
-                if out.shape != (batch, width):
-                    raise BundleError(f"{modality} encoder gives {out.shape[1:]} features, not ({width},)")
+                gate = loaded.gates.get(modality)
+                probes = sum(gate.widths) if gate else 0
+                if out.shape != (batch, width + probes):
+                    raise BundleError(
+                        f"{modality} encoder gives {out.shape[1:]} outputs, not ({width + probes},):"
+                        f" {width} features and {probes} probes for its reliability gate"
+                    )
             logits = loaded.sessions[HEAD].run(np.zeros((batch, width), dtype=np.float32))
             if logits.shape != (batch, classes):
                 raise BundleError(f"the head gives {logits.shape[1:]} logits, not ({classes},) labels")

@@ -47,12 +47,13 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
 
 @dataclass
 class Session:
-    """One ONNX graph with a single input and a single output."""
+    """One ONNX graph with a single input. Its outputs, each (batch, width), come back side by side
+    as one array: an encoder's `features` then its `probes`, which the reliability gate reads."""
 
     path: Path
     session: ort.InferenceSession
     input_name: str
-    output_name: str
+    output_names: list[str]
     input_dtype: type[np.generic]
 
     @property
@@ -60,9 +61,10 @@ class Session:
         return self.session.get_providers()[0]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(
-            [self.output_name], {self.input_name: x.astype(self.input_dtype, copy=False)}
-        )[0]
+        outputs = self.session.run(
+            self.output_names, {self.input_name: x.astype(self.input_dtype, copy=False)}
+        )
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=1)
 
 
 ONNX_TYPES: dict[str, type[np.generic]] = {"tensor(float)": np.float32, "tensor(int64)": np.int64}
@@ -74,6 +76,8 @@ def load_session(path: Path, providers: list[str], intra_op_threads: int) -> Ses
     except Exception as error:  # onnxruntime raises its own exception types for bad graphs
         raise SessionError(f"{path.name}: onnxruntime cannot load it ({error})") from None
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1 or inputs[0].type not in ONNX_TYPES:
-        raise SessionError(f"{path.name}: expected one float or int64 input and one output")
-    return Session(path, session, inputs[0].name, outputs[0].name, ONNX_TYPES[inputs[0].type])
+    if len(inputs) != 1 or inputs[0].type not in ONNX_TYPES:
+        raise SessionError(f"{path.name}: expected one float or int64 input")
+    if any(len(output.shape) != 2 or output.type != "tensor(float)" for output in outputs):
+        raise SessionError(f"{path.name}: expected float outputs of shape (batch, width)")
+    return Session(path, session, inputs[0].name, [o.name for o in outputs], ONNX_TYPES[inputs[0].type])

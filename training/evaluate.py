@@ -70,7 +70,9 @@ def fused_accuracy(
     return float((fused.logits.argmax(1) == data.labels.numpy()[rows]).mean())
 
 
-def fused_nll(logits: np.ndarray, data: Tensors, rule: FusionRule, temperatures: np.ndarray | None = None) -> float:
+def fused_nll(
+    logits: np.ndarray, data: Tensors, rule: FusionRule, temperatures: np.ndarray | None = None
+) -> float:
     """Mean negative log-likelihood of the fused prediction, every modality each sample has."""
     fused, rows = fuse_subset(logits, data, rule, temperatures)
     log_p = log_softmax(fused.logits.astype(np.float64))

@@ -151,7 +151,9 @@ def train_seed(
         run.histories[name] = history
         log.info("seed %d %s: validation NLL %.4f, bundle %s", seed, name, run.val_nll[name], bundle)
     (out / "seed.json").write_text(
-        json.dumps({"seed": seed, "val_nll": run.val_nll, "bundles": {k: str(v) for k, v in run.bundles.items()}})
+        json.dumps(
+            {"seed": seed, "val_nll": run.val_nll, "bundles": {k: str(v) for k, v in run.bundles.items()}}
+        )
         + "\n"
     )
     return run
@@ -168,8 +170,12 @@ def _fit_gates(
         encoder = model.encoders[m]
         train_rows = train.present[m].nonzero().squeeze(1)
         val_rows = val.present[m].nonzero().squeeze(1)
-        train_probes = torch.cat([encoder.forward_with_probes(train.inputs[m][c])[1] for c in train_rows.split(512)])
-        val_probes = torch.cat([encoder.forward_with_probes(val.inputs[m][c])[1] for c in val_rows.split(512)])
+        train_probes = torch.cat(
+            [encoder.forward_with_probes(train.inputs[m][c])[1] for c in train_rows.split(512)]
+        )
+        val_probes = torch.cat(
+            [encoder.forward_with_probes(val.inputs[m][c])[1] for c in val_rows.split(512)]
+        )
         gate = fit_reliability(
             train_probes.numpy(), train.labels[train_rows].numpy(), val_probes.numpy(), encoder.probe_widths()
         )
@@ -205,5 +211,7 @@ def train_seeds(
         train_seed(config, prepared, seed, runs / f"seed-{seed}", systems, provenance, progress)
         for seed in seeds
     ]
-    log.info("trained %d seed(s) x %d system(s) in %.0f s", len(seeds), len(systems), time.perf_counter() - started)
+    log.info(
+        "trained %d seed(s) x %d system(s) in %.0f s", len(seeds), len(systems), time.perf_counter() - started
+    )
     return prepared, done

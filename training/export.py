@@ -51,9 +51,7 @@ class WithProbes(torch.nn.Module):
         return self.encoder.forward_with_probes(x)
 
 
-def export_onnx(
-    module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, ...]
-) -> None:
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple[str, ...]) -> None:
     """Write `module` as ONNX (input `names[0]`, outputs the rest) with a dynamic batch axis, and
     check the file."""
     module.eval()
@@ -83,7 +81,9 @@ def export_model(
     for m in model.modalities:
         files[m] = f"{m}.onnx"
         example = _examples(parity, m, count=8)
-        export_onnx(WithProbes(model.encoders[m]), example, bundle / files[m], ("input", "features", "probes"))
+        export_onnx(
+            WithProbes(model.encoders[m]), example, bundle / files[m], ("input", "features", "probes")
+        )
     features = torch.zeros(2, model.head.in_features)
     export_onnx(model.head, features, bundle / HEAD_FILE, ("features", "logits"))
     check_parity(model, bundle, files, parity)

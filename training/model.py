@@ -65,7 +65,9 @@ class Encoder(nn.Module):
         return h
 
     def probe_widths(self) -> list[int]:
-        widths = [layer.num_features for layer in self.body if isinstance(layer, nn.BatchNorm1d | nn.BatchNorm2d)]
+        widths = [
+            layer.num_features for layer in self.body if isinstance(layer, nn.BatchNorm1d | nn.BatchNorm2d)
+        ]
         widths += [layer.out_features for layer in self.body if isinstance(layer, nn.Linear)]
         return [*widths, self.project[1].out_features]
 

@@ -102,7 +102,9 @@ def train_model(
                     totals[m] += (loss * len(rows), correct, len(rows))
                     kept[m].append(share)
             else:
-                for m, (loss, correct, count) in _joint_step(model, train, batch, encoder_opt, head_opt).items():
+                for m, (loss, correct, count) in _joint_step(
+                    model, train, batch, encoder_opt, head_opt
+                ).items():
                     totals[m] += (loss * count, correct, count)
             bar.set_postfix_str(_postfix(totals))
         schedule.step()

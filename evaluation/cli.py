@@ -1,0 +1,196 @@
+"""`anymodal train`, `train-digits` and `evaluate`: train at one or several seeds, evaluate every
+bundle through the service's code path, write the report and publish the chosen seed. Heavy
+modules (torch) are imported inside the commands, so registering them costs the service's command
+line nothing."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from training.cli import DEFAULT_SOURCE, DIGITS_CONFIG
+
+SeedsOption = Annotated[
+    str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2; the report gives intervals over them.")
+]
+SeedOption = Annotated[int | None, typer.Option(help="One seed (the same as --seeds N).")]
+RunsOption = Annotated[
+    Path, typer.Option(help="Where every seed's bundles are written, before one is published.")
+]
+ModelsOption = Annotated[Path, typer.Option(help="The model repository to publish into.")]
+VersionOption = Annotated[int | None, typer.Option(help="Bundle version; default: the next free one.")]
+ForceOption = Annotated[bool, typer.Option(help="Overwrite an existing bundle of that version.")]
+QuietOption = Annotated[bool, typer.Option(help="No progress bars.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message, err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
+def parse_seeds(seeds: str | None, seed: int | None, default: int) -> list[int]:
+    if seeds is not None and seed is not None:
+        raise _fail("give --seed or --seeds, not both")
+    if seeds is None:
+        return [default if seed is None else seed]
+    try:
+        parsed = [int(part) for part in seeds.split(",") if part.strip()]
+    except ValueError:
+        raise _fail(f"--seeds: {seeds!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+    if not parsed or len(set(parsed)) != len(parsed):
+        raise _fail(f"--seeds: {seeds!r} must name at least one seed, each once")
+    return parsed
+
+
+def train(
+    config: Annotated[Path, typer.Argument(help="The model config (TOML).")],
+    data: Annotated[Path, typer.Option(help="Folder with train.jsonl, val.jsonl and test.jsonl.")],
+    models: ModelsOption = Path("models"),
+    runs: RunsOption = Path("runs"),
+    seeds: SeedsOption = None,
+    seed: SeedOption = None,
+    version: VersionOption = None,
+    baselines: Annotated[
+        bool, typer.Option(help="Also train MLA without HGM and joint training, for the report.")
+    ] = True,
+    skip_bad_rows: Annotated[
+        bool, typer.Option(help="Skip bad rows (reported) instead of stopping.")
+    ] = False,
+    force: ForceOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a model with MLA at each seed, evaluate it against the baselines under the frozen
+    corruption suite, and publish the seed chosen on validation as an ONNX bundle."""
+    from training.config import ConfigError, load_config
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    chosen = parse_seeds(seeds, seed, loaded.train.seed)
+    command = ["train", str(config), "--data", str(data), "--models", str(models), "--runs", str(runs)]
+    command += ["--seeds", ",".join(map(str, chosen))]
+    command += [] if baselines else ["--no-baselines"]
+    command += ["--skip-bad-rows"] if skip_bad_rows else []
+    provenance = {"command": "anymodal " + shlex.join(command), "config": config.name}
+    _run(
+        loaded,
+        data,
+        models,
+        runs / loaded.name,
+        chosen,
+        baselines,
+        version,
+        force,
+        skip_bad_rows,
+        quiet,
+        provenance,
+    )
+
+
+def train_digits(
+    source: Annotated[
+        Path, typer.Option(help="Folder with fsdd/ and optdigits/ (the raw data).")
+    ] = DEFAULT_SOURCE,
+    data: Annotated[Path, typer.Option(help="Where to build the dataset.")] = Path("data/digits"),
+    models: ModelsOption = Path("models"),
+    runs: RunsOption = Path("runs"),
+    seeds: SeedsOption = None,
+    seed: SeedOption = None,
+    version: VersionOption = None,
+    force: ForceOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Build `digits` from the raw data (always with data seed 0) and train it end to end."""
+    from training.config import load_config
+    from training.digits import DigitsOptions, SourceError, build_digits
+
+    options = DigitsOptions()
+    try:
+        build_digits(source, data, options, not quiet)
+    except (SourceError, OSError) as error:
+        raise _fail(f"train-digits: {error}") from None
+    config = load_config(DIGITS_CONFIG)
+    chosen = parse_seeds(seeds, seed, config.train.seed)
+    command = ["train-digits", "--seeds", ",".join(map(str, chosen))]
+    command += ["--version", str(version)] if version is not None else []
+    provenance = {
+        "command": "anymodal " + shlex.join(command),
+        "config": DIGITS_CONFIG.name,
+        "digits": asdict(options),
+    }
+    _run(config, data, models, runs / config.name, chosen, True, version, force, False, quiet, provenance)
+
+
+def evaluate(
+    runs: Annotated[Path, typer.Argument(help="A folder of seed-<N>/ folders written by `anymodal train`.")],
+    data: Annotated[Path, typer.Option(help="Folder with the test.jsonl split.")],
+    models: ModelsOption = Path("models"),
+    version: VersionOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Evaluate already trained seeds again (report and publish), without training."""
+    import json
+
+    from evaluation.workflow import WorkflowError, evaluate_runs, publish
+
+    folders = sorted(runs.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not folders:
+        raise _fail(f"{runs}: no seed-<N>/ folders; train first with `anymodal train`")
+    try:
+        summary, context = evaluate_runs(folders, data / "test.jsonl")
+        nll = {
+            int(f.name.split("-")[1]): json.loads((f / "seed.json").read_text())["val_nll"]["mla"]
+            for f in folders
+        }
+        best = min(nll, key=nll.__getitem__)
+        context |= {"seeds": sorted(nll), "chosen_seed": best, "command": None}
+        publish(summary, context, runs / f"seed-{best}" / "mla", models, version, force)
+    except (WorkflowError, OSError) as error:
+        raise _fail(f"evaluate: {error}") from None
+
+
+def _run(
+    config, data, models, runs, seeds, baselines, version, force, skip_bad_rows, quiet, provenance
+) -> None:
+    try:
+        from training.dataset import DatasetError
+        from training.experiment import SYSTEMS, ExperimentError
+        from training.export import ExportError
+    except ImportError as error:
+        raise _fail(
+            f"training needs the `train` extra ({error.name} is missing): pip install -e '.[train]'"
+        ) from None
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from evaluation.workflow import WorkflowError, run
+
+    systems = list(SYSTEMS) if baselines else ["mla"]
+    try:
+        with logging_redirect_tqdm():
+            bundle = run(
+                config,
+                data,
+                models,
+                runs,
+                seeds,
+                systems,
+                version,
+                force,
+                skip_bad_rows,
+                not quiet,
+                provenance,
+            )
+    except (DatasetError, ExperimentError, ExportError, WorkflowError) as error:
+        raise _fail(str(error)) from None
+    typer.echo(f"published {bundle}; report: {bundle / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("train-digits")(train_digits)
+    app.command("evaluate")(evaluate)
