@@ -104,5 +104,6 @@ class BundleRunner:
         p_values = np.stack([outputs[m].p_values for m in self.modalities], axis=1)
         alphas = self.alphas if use_gate else np.zeros(len(self.modalities))
         gated = gate(present, p_values, alphas)
-        fused = fuse(logits, gated.usable, self.temperatures, rule or self.manifest.fusion.rule)
+        fusion = self.manifest.fusion
+        fused = fuse(logits, gated.usable, self.temperatures, rule or fusion.rule, fusion.temperatures)
         return Answers(fused, gated, softmax(fused.logits.astype(np.float64)))

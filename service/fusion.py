@@ -5,7 +5,10 @@ For each sample and each present modality m (MLA, CVPR 2024, with temperature sc
     w = softmax(-e) over the present modalities only,  fused = sum_m w_m logits_m / T_m
 An absent modality gets weight 0 and does not vote. With every T_m = 1 this is the paper's rule.
 Fusing the calibrated logits (divided by T_m) makes a modality that answers alone answer with its
-calibrated probability, so the answer's score means what it says.
+calibrated probability. Several modalities that agree are surer than their weighted average
+says, so the fused logits are divided once more by a temperature fitted on validation for each
+number of fused modalities (`count_temperatures`, index k-1 for k modalities): the answer's score
+then means what it says, and no answer changes its label.
 The `mean` rule gives every present modality the same weight (the plain-averaging baseline).
 """
 
@@ -47,11 +50,12 @@ def fuse(
     present: np.ndarray,
     temperatures: np.ndarray | None = None,
     rule: FusionRule = "entropy",
+    count_temperatures: np.ndarray | None = None,
 ) -> Fused:
     """Fuse `logits` (B, M, C) where `present` (B, M) marks the modalities each sample has.
 
-    `temperatures` (M,) defaults to all ones. Every sample needs at least one present modality;
-    the logits of absent modalities are ignored whatever they hold.
+    `temperatures` (M,) and `count_temperatures` (M,) default to all ones. Every sample needs at
+    least one present modality; the logits of absent modalities are ignored whatever they hold.
     """
     logits = np.asarray(logits, dtype=np.float64)
     present = np.asarray(present, dtype=bool)
@@ -72,6 +76,8 @@ def fuse(
         weights = present / present.sum(axis=1, keepdims=True)
     weights = np.where(present, weights, 0.0)
     fused = (weights[..., None] * logits / temperatures[None, :, None]).sum(axis=1)
+    if count_temperatures is not None:
+        fused /= np.asarray(count_temperatures, float)[present.sum(axis=1) - 1][:, None]
     return Fused(
         logits=fused.astype(np.float32),
         weights=weights.astype(np.float32),

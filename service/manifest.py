@@ -36,13 +36,19 @@ class ImageContract(_Strict):
         return 1 if self.mode == "L" else 3
 
 
+TooLong = Literal["crop", "reject"]
+
+
 class AudioContract(_Strict):
     """Audio is down-mixed, resampled to `sample_rate`, padded to `max_seconds`, turned into a
-    log-mel spectrogram (`n_mels` x frames) and normalized."""
+    log-mel spectrogram (`n_mels` x frames) and normalized. A recording longer than `max_seconds`
+    is cropped to its loudest `max_seconds` (`too_long="crop"`, the default) or refused
+    (`"reject"`); a request can override this with its `audio_too_long` option."""
 
     kind: Literal["audio"] = "audio"
     sample_rate: int = Field(gt=0)
     max_seconds: float = Field(gt=0)
+    too_long: TooLong = "crop"
     n_fft: int = Field(default=256, gt=0)
     hop_length: int = Field(default=128, gt=0)
     n_mels: int = Field(default=32, gt=0)
@@ -116,6 +122,9 @@ class HeadSpec(_Strict):
 
 class FusionSpec(_Strict):
     rule: Literal["entropy", "mean"] = "entropy"
+    # Divides the fused logits of k modalities by temperatures[k - 1] (see `service/fusion.py`);
+    # None: no division.
+    temperatures: list[Annotated[float, Field(gt=0)]] | None = None
 
 
 class Manifest(_Strict):

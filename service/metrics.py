@@ -23,6 +23,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 WEIGHT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 ENTROPY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+SCORE_BUCKETS = (-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 REQUESTS = Counter(
@@ -38,7 +39,8 @@ IN_FLIGHT = Gauge("anymodal_requests_in_flight", "HTTP requests being answered",
 INPUTS = Counter(
     "anymodal_inputs",
     "Inputs of predictions by model, modality and state: present (used), missing (not sent),"
-    " invalid (unusable, request rejected), dropped (unusable, predicted without it)",
+    " invalid (unusable, request rejected), dropped (unusable, predicted without it),"
+    " unreliable (decodable, but failed the reliability gate: not fused)",
     ["model", "modality", "state"],
 )
 COMBINATIONS = Counter(
@@ -57,6 +59,13 @@ ENTROPY = Histogram(
     "Entropy of each present modality's calibrated prediction",
     ["model", "modality"],
     buckets=ENTROPY_BUCKETS,
+)
+RELIABILITY_SCORE = Histogram(
+    "anymodal_reliability_score",
+    "Reliability gate score of each gated input: mean log ratio of its Mahalanobis distances to"
+    " those of clean validation inputs (0 is typical of clean inputs; higher is stranger)",
+    ["model", "modality"],
+    buckets=SCORE_BUCKETS,
 )
 DECODE_DURATION = Histogram(
     "anymodal_decode_duration_seconds",
@@ -117,7 +126,7 @@ class ComponentMetrics:
             self._wait.observe(wait)
 
 
-STATES = ("present", "missing", "invalid", "dropped")
+STATES = ("present", "missing", "invalid", "dropped", "unreliable")
 
 
 def initialize(model: str, modalities: list[str]) -> None:
@@ -128,6 +137,7 @@ def initialize(model: str, modalities: list[str]) -> None:
             INPUTS.labels(model=model, modality=modality, state=state)
         FUSION_WEIGHT.labels(model=model, modality=modality)
         ENTROPY.labels(model=model, modality=modality)
+        RELIABILITY_SCORE.labels(model=model, modality=modality)
         DECODE_DURATION.labels(model=model, modality=modality)
     if len(modalities) <= 6:  # at most 63 combinations
         for mask in range(1, 2 ** len(modalities)):

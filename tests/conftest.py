@@ -53,9 +53,9 @@ def shared_data() -> Path:
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository with the bundled `digits` model and a small `pen` model that has a
     tensor modality (16 numbers) and text, trained here on a few synthetic samples."""
+    from evaluation.workflow import run
     from tests.live import copy_repository
     from training.config import parse_config
-    from training.experiment import run_experiment
 
     root = copy_repository(tmp_path_factory.mktemp("repository") / "models")
     data = tmp_path_factory.mktemp("pen-data")
@@ -78,5 +78,6 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "train": {"epochs": 2, "batch_size": 16},
         }
     )
-    run_experiment(config, data, root, baselines=False, progress=False)
+    runs = tmp_path_factory.mktemp("pen-runs")
+    run(config, data, root, runs, seeds=[0], systems=["mla"], progress=False)
     return root

@@ -1,7 +1,8 @@
 """Deployment files: the Dockerfiles lint clean and copy only what exists, the image's install and
 command work, compose and Kubernetes files match their schemas, the alert rules pass promtool and
 their unit tests, and every dashboard query returns data from a real Prometheus scraping a real
-server, the missing-modality panel reading the rates that were sent."""
+server, the missing-modality panel reading the rates that were sent and the unreliable-input panel
+the tones the reliability gate flagged."""
 
 from __future__ import annotations
 
@@ -279,7 +280,7 @@ def test_every_alert_has_a_summary_a_description_and_a_unit_test() -> None:
         assert rule["annotations"]["summary"] and len(rule["annotations"]["description"]) > 100
         assert rule["alert"] in tested
     names = {rule["alert"] for rule in rules}
-    for kind in ("Missing", "MixShift", "ServerErrors", "Slow", "NoModelReady", "ScrapeDown"):
+    for kind in ("Missing", "Unreliable", "MixShift", "ServerErrors", "Slow", "NoModelReady", "ScrapeDown"):
         assert any(kind in name for name in names), kind
 
 
@@ -296,8 +297,9 @@ def test_the_dashboard_has_the_panels_operators_need_and_variables_for_model_and
     dashboard = json.loads(DASHBOARD.read_text())
     titles = {panel["title"] for panel in dashboard["panels"]}
     assert {
-        "Missing-modality rate", "Modality combinations", "Request rate by route", "Errors by status",
-        "Prediction latency", "Fusion weight by modality", "Entropy by modality", "Batch size", "Queue wait",
+        "Missing-modality rate", "Modality combinations", "Unreliable inputs by modality",
+        "Request rate by route", "Errors by status", "Prediction latency", "Fusion weight by modality",
+        "Entropy by modality", "Reliability score by modality", "Batch size", "Queue wait",
         "Requests in flight", "Models ready",
     } <= titles  # fmt: skip
     variables = {v["name"] for v in dashboard["templating"]["list"]}
@@ -307,10 +309,37 @@ def test_the_dashboard_has_the_panels_operators_need_and_variables_for_model_and
             assert 'instance=~"$instance"' in expr, expr
 
 
+def test_the_dashboard_panels_fit_the_grid_without_overlapping_each_in_its_row() -> None:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
+    rows = sorted((panel["gridPos"]["y"], panel["title"]) for panel in panels if panel["type"] == "row")
+    by_title = {panel["title"]: panel for panel in panels}
+
+    def row_of(title: str) -> str:
+        return [row for y, row in rows if y <= by_title[title]["gridPos"]["y"]][-1]
+
+    assert row_of("Unreliable inputs by modality") == row_of("Missing-modality rate") == "Missing modalities"
+    unreliable, unusable = by_title["Unreliable inputs by modality"], by_title["Unusable inputs"]
+    assert unreliable["gridPos"]["y"] == unusable["gridPos"]["y"]  # side by side
+    assert row_of("Reliability score by modality") == row_of("Entropy by modality") == "Fusion"
+
+
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory):
     """A real server and a real Prometheus scraping it every second; traffic with audio missing
-    from 30% of the requests and the image from 10% is sent once both are up."""
+    from 30% of the requests and the image from 10% is sent once both are up. In 20% of the
+    requests (all with image and text) the audio is a 1 s 440 Hz tone, not speech: it decodes, and
+    the reliability gate should flag it as unreliable."""
+    from tests.helpers import tone, wav_bytes
+
     folder = tmp_path_factory.mktemp("prometheus")
     server = LiveServer(copy_repository(folder / "models"))
     server.wait_ready()
@@ -337,11 +366,12 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory):
         wait_for(lambda: query(api, 'up{job="anymodal"} == 1'), "Prometheus scraping the server")
         time.sleep(2.5)  # a few scrapes of the counters at zero, before any traffic
         image, audio = (base64(fixture("digit_7.png")), base64(fixture("digit_7.wav")))
+        beep = base64(wav_bytes(tone(1.0, 8000, hz=440.0), 8000))
         bodies = []
         for i in range(100):
             inputs: dict = {"text": "sieben"}
             if i % 10 >= 3:
-                inputs["audio"] = {"b64": audio}
+                inputs["audio"] = {"b64": beep if i % 10 >= 8 else audio}
             if i % 10 != 3:
                 inputs["image"] = {"b64": image}
             bodies.append({"inputs": inputs})
@@ -406,6 +436,18 @@ def test_the_missing_modality_panel_reads_the_rates_that_were_sent(prometheus: h
 
 
 @pytest.mark.prometheus
+def test_the_unreliable_input_panel_reads_the_tones_the_gate_flagged(prometheus: httpx.Client) -> None:
+    """20 of the 70 audio inputs sent were a tone: the reliability gate must flag some of them (all
+    of them and none of the spoken digits would read 2/7)."""
+    expr = next(e for title, e in dashboard_queries() if title == "Unreliable inputs by modality")
+    shares = {
+        s["metric"]["modality"]: float(s["value"][1]) for s in query(prometheus, grafana(expr, "digits"))
+    }
+    assert set(shares) == {"audio", "image", "text"}, "the unreliable-input panel shows no data"
+    assert shares["audio"] > 0, "no tone was flagged unreliable"
+
+
+@pytest.mark.prometheus
 def test_dashboard_variables_resolve_and_alert_rules_evaluate(prometheus: httpx.Client) -> None:
     models = prometheus.get("/label/model/values", params={"match[]": "anymodal_model_info"}).json()["data"]
     assert models == ["digits"]
@@ -425,4 +467,6 @@ def test_dashboard_variables_resolve_and_alert_rules_evaluate(prometheus: httpx.
         "the alert rules to evaluate",
     )
     rules = [r for g in prometheus.get("/rules").json()["data"]["groups"] for r in g["rules"]]
-    assert len(rules) == 7 and all(r["health"] == "ok" for r in rules)
+    written = yaml.safe_load((DOCKER / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    assert len(rules) == len(written) == 8 and all(r["health"] == "ok" for r in rules)
+    assert {r["name"] for r in rules} == {r["alert"] for r in written}

@@ -1,5 +1,6 @@
-"""`anymodal train` end to end on a small slice of the real benchmark: raw files to a verified
-bundle with its report, in well under a minute."""
+"""`anymodal train` end to end on a small slice of the real benchmark: raw files to verified
+bundles at two seeds, evaluated under the frozen corruption suite, the chosen one published with
+its report."""
 
 import json
 import time
@@ -8,10 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from service.cli import app
 from service.manifest import verify_bundle
-from training.cli import app
-
-pytestmark = pytest.mark.shared_data
+from service.reliability import ReliabilityModel
 
 TINY = """
 name = "tiny-digits"
@@ -44,55 +44,54 @@ batch_size = 32
 """
 
 
-def test_build_and_train_a_tiny_model(shared_data: Path, tmp_path: Path) -> None:
+@pytest.mark.shared_data
+def test_build_and_train_a_tiny_model_at_two_seeds(shared_data: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     started = time.perf_counter()
-    built = runner.invoke(
-        app,
-        [
-            "build-digits",
-            "--source",
-            str(shared_data),
-            "--out",
-            str(tmp_path / "data"),
-            "--limit",
-            "80",
-            "--quiet",
-        ],
-    )
+    build = ["build-digits", "--source", str(shared_data), "--out", str(tmp_path / "data")]
+    built = runner.invoke(app, [*build, "--limit", "80", "--quiet"])
     assert built.exit_code == 0, built.output
     (tmp_path / "tiny.toml").write_text(TINY)
     train = ["train", str(tmp_path / "tiny.toml"), "--data", str(tmp_path / "data")]
-    train += ["--models", str(tmp_path / "models"), "--quiet"]
-    trained = runner.invoke(app, train)
+    train += ["--models", str(tmp_path / "models"), "--runs", str(tmp_path / "runs"), "--quiet"]
+    trained = runner.invoke(app, [*train, "--seeds", "0,1"])
     assert trained.exit_code == 0, trained.output
-    assert time.perf_counter() - started < 60
+    assert time.perf_counter() - started < 240
 
+    for seed in (0, 1):
+        for system in ("mla", "mla_no_hgm", "joint"):
+            verify_bundle(tmp_path / "runs" / "tiny-digits" / f"seed-{seed}" / system)
     bundle = tmp_path / "models" / "tiny-digits" / "1"
     manifest = verify_bundle(bundle)
     assert manifest.labels == [str(d) for d in range(10)]
     assert {m: s.kind for m, s in manifest.modalities.items()} == {
         "image": "image", "audio": "audio", "text": "text", "pen": "tensor"
     }  # fmt: skip
-    assert all(s.temperature > 0 for s in manifest.modalities.values())
-    assert {
-        "report.md",
-        "metrics.json",
-        "training_curves.png",
-        "robustness.png",
-        "fusion_weights.png",
-    } <= set(manifest.files)
+    assert manifest.training["seeds"] == [0, 1] and manifest.training["chosen_seed"] in (0, 1)
+    assert len(manifest.fusion.temperatures or []) == 4
+    for m, spec in manifest.modalities.items():
+        assert spec.temperature > 0
+        assert spec.reliability is not None and spec.reliability.file in manifest.files, m
+        gate = ReliabilityModel.load(bundle / spec.reliability.file)
+        assert len(gate.calibration) > 0
+    assert {"report.md", "metrics.json", "robustness.png", "hgm.png", "train_log.jsonl"} <= set(
+        manifest.files
+    )
 
     metrics = json.loads((bundle / "metrics.json").read_text())
-    assert set(metrics["systems"]) == {"mla", "mla_mean", "mla_no_hgm", "joint"}
-    assert len(metrics["systems"]["mla"]["robustness"]) == 2**4 - 1
-    assert set(metrics["unimodal"]) == {"image", "audio", "text", "pen"}
-    assert len(metrics["claims"]) == 2 + 4
+    assert set(metrics["matrix"]) == {"mla", "mla_no_gate", "mla_no_hgm", "joint"}
+    assert len(metrics["matrix"]["mla"]) == 2**4 - 1
+    full = metrics["matrix"]["mla"]["image+audio+text+pen"]
+    assert len(full["clean"]["seeds"]) == 2
+    assert "audio:tone:3" in full and "pen:dead:1" in full and "image:rotation" in full
+    assert all(set(g["difference"]) == {"mean", "low", "high"} for g in metrics["goals"])
+    assert metrics["calibration"]["clean"]["mean"] >= 0
+    epochs = [json.loads(line) for line in (bundle / "train_log.jsonl").read_text().splitlines()]
+    assert all(0 < share <= 1 for e in epochs for share in e["hgm_kept"].values())
     report = (bundle / "report.md").read_text()
-    assert "## Claims, checked on the test split" in report
-    assert "anymodal train" in report
+    assert "## Goals" in report and "## Comparisons" in report and "anymodal train" in report
 
-    again = runner.invoke(app, [*train, "--version", "1"])
+    again = runner.invoke(app, [*train, "--seeds", "0", "--version", "1"])
     assert again.exit_code == 2 and "already exists" in again.output
 
 
@@ -103,3 +102,13 @@ def test_a_broken_config_is_reported_with_the_field(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", str(tmp_path / "bad.toml"), "--data", str(tmp_path)])
     assert result.exit_code == 2
     assert "width" in result.output and "greater than 0" in result.output
+
+
+@pytest.mark.parametrize("seeds", ["a,b", "0,0", ","])
+def test_bad_seeds_are_refused_with_the_fix(tmp_path: Path, seeds: str) -> None:
+    (tmp_path / "ok.toml").write_text('name = "x"\n[modalities.t]\nkind = "text"\nmax_length = 8\n')
+    result = CliRunner().invoke(
+        app, ["train", str(tmp_path / "ok.toml"), "--data", str(tmp_path), "--seeds", seeds]
+    )
+    assert result.exit_code == 2
+    assert "--seeds" in result.output

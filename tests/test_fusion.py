@@ -82,3 +82,14 @@ def test_entropy_of_uniform_and_one_hot() -> None:
     assert entropy(np.zeros(10)) == pytest.approx(np.log(10))
     assert entropy(np.array([1e9, 0, 0])) == pytest.approx(0.0, abs=1e-12)
     np.testing.assert_allclose(softmax(np.array([1e300, -1e300])), [1.0, 0.0])
+
+
+def test_count_temperatures_rescale_by_the_number_of_fused_modalities_without_changing_labels() -> None:
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(3, 3, 5)) * 3
+    present = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]], bool)
+    plain = fuse(logits, present)
+    scaled = fuse(logits, present, count_temperatures=np.array([1.0, 2.0, 0.5]))
+    np.testing.assert_allclose(scaled.logits, plain.logits / np.array([[1.0], [2.0], [0.5]]), rtol=1e-5)
+    np.testing.assert_array_equal(scaled.logits.argmax(1), plain.logits.argmax(1))
+    np.testing.assert_allclose(scaled.weights, plain.weights)

@@ -3,9 +3,11 @@ modality's softmax is calibrated before its entropy weighs it in fusion."""
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
 
-from service.fusion import log_softmax
+from service.fusion import FusionRule, fuse, log_softmax
 
 LOWEST, HIGHEST = 0.05, 20.0
 
@@ -42,3 +44,28 @@ def fit_temperatures(logits: np.ndarray, present: np.ndarray, labels: np.ndarray
     return np.array(
         [fit_temperature(logits[present[:, i], i], labels[present[:, i]]) for i in range(logits.shape[1])]
     )
+
+
+def fit_count_temperatures(
+    logits: np.ndarray, present: np.ndarray, labels: np.ndarray, temperatures: np.ndarray, rule: FusionRule
+) -> np.ndarray:
+    """(M,) temperatures of the fused logits of k = 1..M modalities, each fitted on validation
+    samples fused from every subset of k of the modalities they have."""
+    count = logits.shape[1]
+    fitted = []
+    for k in range(1, count + 1):
+        fused_logits, fused_labels = [], []
+        for subset in combinations(range(count), k):
+            chosen = np.zeros(count, dtype=bool)
+            chosen[list(subset)] = True
+            rows = (present & chosen).sum(axis=1) == k
+            if rows.any():
+                mask = np.broadcast_to(chosen, (int(rows.sum()), count))
+                fused_logits.append(fuse(logits[rows], mask, temperatures, rule).logits)
+                fused_labels.append(labels[rows])
+        fitted.append(
+            fit_temperature(np.concatenate(fused_logits), np.concatenate(fused_labels))
+            if fused_logits
+            else 1.0
+        )
+    return np.array(fitted)

@@ -1,16 +1,14 @@
 """Realistic degradations of images, recordings and typed text.
 
-The digits benchmark applies the mild ones to every sample so that no modality is perfect alone
-(fusion has to matter); evaluation applies `corrupt`, a severe one, to a single modality at a time
-to measure what a failing sensor does to each fusion rule. Everything draws from the numpy
+The digits benchmark applies them to every sample so that no modality is perfect alone (fusion
+has to matter). Evaluation judges robustness on other failures, the frozen suite in
+`evaluation/corruptions.py`, which training never imports. Everything draws from the numpy
 Generator it is given, so a seed fixes the result.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from service.manifest import AudioContract, ImageContract, InputContract, TensorContract, TextContract
 
 KEYBOARD_ROWS = ("1234567890", "qwertyuiop", "asdfghjkl", "zxcvbnm")
 UNRELATED_TEXT = (
@@ -104,24 +102,3 @@ def occlude(ink: np.ndarray, fraction: float, rng: np.random.Generator) -> np.nd
     out = ink.copy()
     out[top : top + side_h, left : left + side_w] = 0.0 if rng.random() < 0.5 else rng.uniform(0.4, 0.9)
     return out
-
-
-def corrupt(signal: object, contract: InputContract, rng: np.random.Generator) -> object:
-    """A severe failure of one input: the signal is still there but buried, as a failing sensor
-    delivers it. An image half covered and drowned in noise, a recording 15 dB under the noise,
-    text with half of its keystrokes wrong, a tensor under noise twice its spread."""
-    match contract:
-        case ImageContract():
-            pixels = np.asarray(signal, dtype=np.float64) / 255.0
-            ink = occlude(1.0 - pixels, 0.5, rng)
-            noisy = np.clip(ink + rng.normal(0.0, 0.5, ink.shape), 0.0, 1.0)
-            return ((1.0 - noisy) * 255.0).round().astype(np.uint8)
-        case AudioContract():
-            return add_noise(np.asarray(signal, dtype=np.float32), contract.sample_rate, -15.0, rng)
-        case TextContract():
-            return typos(str(signal), 0.5, rng)
-        case TensorContract():
-            values = np.asarray(signal, dtype=np.float32)
-            spread = float(values.std()) or 1.0
-            return (values + rng.normal(0.0, 2.0 * spread, values.shape)).astype(np.float32)
-    raise TypeError(f"unknown contract {contract!r}")

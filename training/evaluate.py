@@ -1,10 +1,10 @@
-"""Evaluation: every modality's logits through the shared head, fused with the service's own fusion
-code, for every non-empty subset of modalities, on clean inputs and with one modality corrupted."""
+"""Validation during training: every modality's logits through the shared head, fused with the
+service's own fusion code. (The test split and the corruption suite are evaluation's, in
+`evaluation/`, through the exported bundles.)"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
 import torch
@@ -12,9 +12,6 @@ import torch
 from service.fusion import Fused, FusionRule, fuse, log_softmax
 from service.manifest import InputContract
 from training.dataset import Split, featurize
-from training.degrade import corrupt
-
-CLEAN = "clean"
 
 
 @dataclass
@@ -71,10 +68,14 @@ def fused_accuracy(
 
 
 def fused_nll(
-    logits: np.ndarray, data: Tensors, rule: FusionRule, temperatures: np.ndarray | None = None
+    logits: np.ndarray,
+    data: Tensors,
+    rule: FusionRule,
+    temperatures: np.ndarray | None = None,
+    count_temperatures: np.ndarray | None = None,
 ) -> float:
     """Mean negative log-likelihood of the fused prediction, every modality each sample has."""
-    fused, rows = fuse_subset(logits, data, rule, temperatures)
+    fused, rows = fuse_subset(logits, data, rule, temperatures, count_temperatures=count_temperatures)
     log_p = log_softmax(fused.logits.astype(np.float64))
     return float(-log_p[np.arange(len(log_p)), data.labels.numpy()[rows]].mean())
 
@@ -85,6 +86,7 @@ def fuse_subset(
     rule: FusionRule,
     temperatures: np.ndarray | None = None,
     subset: list[int] | None = None,
+    count_temperatures: np.ndarray | None = None,
 ) -> tuple[Fused, np.ndarray]:
     """Fuse the modalities of `subset`; returns the fusion and the mask of the samples it covers."""
     count = logits.shape[1]
@@ -96,57 +98,7 @@ def fuse_subset(
     rows = present.any(axis=1)
     if not rows.any():
         return fuse(logits[:1], np.ones((1, count), bool), temperatures, rule), rows
-    return fuse(logits[rows], present[rows], temperatures, rule), rows
-
-
-def subsets(modalities: list[str]) -> list[tuple[str, list[int]]]:
-    """Every non-empty subset, smallest first: ("audio+image", [0, 1]), ..."""
-    return [
-        ("+".join(modalities[i] for i in chosen), list(chosen))
-        for size in range(1, len(modalities) + 1)
-        for chosen in combinations(range(len(modalities)), size)
-    ]
-
-
-def corrupted_logits(
-    model: torch.nn.Module,
-    split: Split,
-    data: Tensors,
-    contracts: dict[str, InputContract],
-    clean: np.ndarray,
-    seed: int,
-) -> dict[str, np.ndarray]:
-    """For each modality m, the logits with m's inputs severely corrupted and the others clean."""
-    out: dict[str, np.ndarray] = {}
-    for i, m in enumerate(model.modalities):
-        rng = np.random.default_rng([seed, i])
-        signals = [None if s is None else corrupt(s, contracts[m], rng) for s in split.signals[m]]
-        damaged = Split(name=split.name, labels=split.labels, signals={m: signals})
-        inputs = featurize(damaged, {m: contracts[m]})[m]
-        one = Tensors({m: torch.from_numpy(inputs)}, {m: data.present[m]}, data.labels)
-        logits = clean.copy()
-        logits[:, i] = modality_logits(model, one, [m])[:, 0]
-        out[m] = logits
-    return out
-
-
-def robustness_matrix(
-    clean: np.ndarray,
-    corrupted: dict[str, np.ndarray],
-    data: Tensors,
-    rule: FusionRule,
-    temperatures: np.ndarray | None,
-) -> dict[str, dict[str, float]]:
-    """{subset: {"clean": acc, "<m> corrupted": acc, ...}} for every non-empty subset."""
-    modalities = list(data.present)
-    conditions = {CLEAN: clean} | {f"{m} corrupted": logits for m, logits in corrupted.items()}
-    return {
-        name: {
-            condition: fused_accuracy(logits, data, rule, temperatures, chosen)
-            for condition, logits in conditions.items()
-        }
-        for name, chosen in subsets(modalities)
-    }
+    return fuse(logits[rows], present[rows], temperatures, rule, count_temperatures), rows
 
 
 def own_accuracy(logits: np.ndarray, data: Tensors) -> dict[str, float]:

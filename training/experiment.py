@@ -28,7 +28,7 @@ import torch
 from service.fusion import FusionRule
 from service.manifest import InputContract, ReliabilitySpec
 from service.reliability import fit_reliability
-from training.calibrate import fit_temperatures
+from training.calibrate import fit_count_temperatures, fit_temperatures
 from training.config import Config
 from training.dataset import Split, fit_normalization, load_splits
 from training.evaluate import Tensors, fused_nll, modality_logits
@@ -120,6 +120,9 @@ def train_seed(
             if system.rule == "entropy"
             else np.ones(len(model.modalities))
         )
+        count_temperatures = fit_count_temperatures(
+            val_logits, present, val.labels.numpy(), temperatures, system.rule
+        )
         files = export_model(model, prepared.contracts, bundle, val)
         reliability = _fit_gates(model, train, val, bundle, config.train.reliability_alpha)
         write_manifest(
@@ -133,6 +136,7 @@ def train_seed(
             reliability=reliability,
             feature_dim=config.model.feature_dim,
             rule=system.rule,
+            count_temperatures=count_temperatures.tolist(),
             training=config.to_dict()
             | {
                 "seed": seed,
@@ -147,7 +151,7 @@ def train_seed(
             metrics={},
         )
         run.bundles[name] = bundle
-        run.val_nll[name] = fused_nll(val_logits, val, system.rule, temperatures)
+        run.val_nll[name] = fused_nll(val_logits, val, system.rule, temperatures, count_temperatures)
         run.histories[name] = history
         log.info("seed %d %s: validation NLL %.4f, bundle %s", seed, name, run.val_nll[name], bundle)
     (out / "seed.json").write_text(

@@ -135,6 +135,7 @@ def write_manifest(
     reliability: dict[str, ReliabilitySpec],
     feature_dim: int,
     rule: FusionRule,
+    count_temperatures: list[float],
     training: dict,
     data: dict,
     metrics: dict,
@@ -152,7 +153,7 @@ def write_manifest(
             for m in contracts
         },
         head=HeadSpec(file=HEAD_FILE, feature_dim=feature_dim),
-        fusion=FusionSpec(rule=rule),
+        fusion=FusionSpec(rule=rule, temperatures=count_temperatures),
         files=hashes,
         training=training,
         data=data,
