@@ -55,7 +55,7 @@ PREDICT_BODY = {
                     "type": "object",
                     "description": "One field per modality: images and recordings as files (curl -F"
                     " image=@digit.png -F audio=@seven.wav), text as text, tensors as a JSON list; options"
-                    " as fields `fusion`, `top_k`, `on_invalid`.",
+                    " as fields `fusion`, `top_k`, `on_invalid`, `audio_too_long`.",
                     "additionalProperties": {
                         "anyOf": [{"type": "string", "format": "binary"}, {"type": "string"}]
                     },
@@ -73,7 +73,7 @@ PREDICT_BODY = {
         },
     }
 }
-FORM_OPTIONS = ("fusion", "top_k", "on_invalid")
+FORM_OPTIONS = ("fusion", "top_k", "on_invalid", "audio_too_long")
 PREDICT_ROUTE: dict[str, Any] = {
     "response_model": PredictResponse | BatchPredictResponse,
     "response_model_exclude_none": True,
@@ -200,20 +200,30 @@ async def _predict(request: Request, state: ServiceState, loaded: LoadedModel):
         "model": {"name": loaded.name, "version": loaded.version},
     }
     if batch:
-        return BatchPredictResponse(**common, fusion=rule, predictions=[_body(p) for p in predictions])
-    return PredictResponse(**common, fusion=rule, **_body(predictions[0]))
+        return BatchPredictResponse(
+            **common, fusion=rule, predictions=[_body(p, loaded) for p in predictions]
+        )
+    return PredictResponse(**common, fusion=rule, **_body(predictions[0], loaded))
 
 
-def _body(prediction: Prediction) -> dict[str, Any]:
-    return {
+def _body(prediction: Prediction, loaded: LoadedModel) -> dict[str, Any]:
+    """A prediction as the API answers it; `cropped` only where it can be true: per modality for
+    the audio that is present, and for the instance when one of its inputs was cropped."""
+    modalities = {}
+    for m, outcome in prediction.modalities.items():
+        report = {k: v for k, v in outcome.__dict__.items() if v is not None and k != "cropped"}
+        if outcome.state == "present" and loaded.manifest.modalities[m].kind == "audio":
+            report["cropped"] = outcome.cropped
+        modalities[m] = report
+    body = {
         "label": prediction.label,
         "score": prediction.score,
         "top_k": [{"label": label, "probability": p} for label, p in prediction.top_k],
-        "modalities": {
-            m: {k: v for k, v in outcome.__dict__.items() if v is not None}
-            for m, outcome in prediction.modalities.items()
-        },
+        "modalities": modalities,
     }
+    if prediction.cropped:
+        body["cropped"] = True
+    return body
 
 
 async def _read_json(
@@ -239,7 +249,12 @@ async def _read_json(
 
 
 def _options(options: PredictOptions) -> Options:
-    return Options(fusion=options.fusion, top_k=options.top_k, on_invalid=options.on_invalid)
+    return Options(
+        fusion=options.fusion,
+        top_k=options.top_k,
+        on_invalid=options.on_invalid,
+        audio_too_long=options.audio_too_long,
+    )
 
 
 def _check_names(names: list[str], loaded: LoadedModel, field: str) -> None:

@@ -3,9 +3,10 @@
 Inputs are named by modality: images, recordings and text are BYTES tensors of shape [batch] (or
 [batch, 1]), with image and recording elements base64-encoded; tensor modalities are FP32 tensors
 of shape [batch, length]. A modality that is not sent is missing for every instance. Request
-parameters `fusion`, `top_k` (unused here) and `on_invalid` work as in `/v1`. Outputs: `label`
-(BYTES), `score` (FP32), `probabilities` (FP32 [batch, labels]) and `fusion_weights` (FP32 [batch,
-modalities], in the order of the response parameter `modalities`). Errors are `{"error": "..."}`.
+parameters `fusion`, `top_k` (unused here), `on_invalid` and `audio_too_long` work as in `/v1`.
+Outputs: `label` (BYTES), `score` (FP32), `probabilities` (FP32 [batch, labels]) and
+`fusion_weights` (FP32 [batch, modalities], in the order of the response parameter `modalities`).
+Errors are `{"error": "..."}`.
 """
 
 from __future__ import annotations
@@ -213,10 +214,13 @@ def _options(parameters: dict[str, Any]) -> Options:
     on_invalid = parameters.get("on_invalid", "reject")
     if on_invalid not in ("reject", "drop"):
         raise ApiError(400, "parameters.on_invalid: must be 'reject' or 'drop'")
+    audio_too_long = parameters.get("audio_too_long")
+    if audio_too_long is not None and audio_too_long not in ("crop", "reject"):
+        raise ApiError(400, "parameters.audio_too_long: must be 'crop' or 'reject'")
     top_k = parameters.get("top_k", 3)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ApiError(400, "parameters.top_k: must be a positive integer")
-    return Options(fusion=fusion, top_k=top_k, on_invalid=on_invalid)
+    return Options(fusion=fusion, top_k=top_k, on_invalid=on_invalid, audio_too_long=audio_too_long)
 
 
 def _flatten(data: list[Any]) -> list[Any]:

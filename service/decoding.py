@@ -2,7 +2,9 @@
 text and tensors. The same functions read the training data and the service's requests, so a
 file the service accepts is decoded exactly as training decoded it.
 
-Every problem a caller can cause raises `InputError`, naming the input and how to fix it.
+Every problem a caller can cause raises `InputError`, naming the input and how to fix it. A
+recording longer than its contract allows is cropped to its loudest window or refused, by the
+contract's `too_long` policy unless the caller overrides it; `decode_input` says which happened.
 """
 
 from __future__ import annotations
@@ -13,13 +15,22 @@ import io
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import soundfile
 import soxr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.manifest import AudioContract, ImageContract, InputContract, TensorContract, TextContract
+from service.manifest import (
+    AudioContract,
+    ImageContract,
+    InputContract,
+    TensorContract,
+    TextContract,
+    TooLong,
+)
 
 DEFAULT_MAX_PIXELS = 25_000_000
 PAPER_WHITE = (255, 255, 255)
@@ -32,6 +43,15 @@ class InputError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One input decoded to its contract: the signal (pixels, waveform, text or vector) and whether
+    it was cropped to fit (a recording longer than `max_seconds`, cut to its loudest window)."""
+
+    signal: Any
+    cropped: bool = False
 
 
 def decode_base64(text: str, field: str) -> bytes:
@@ -109,9 +129,15 @@ def _to_rgb_or_l(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
 
 
-def decode_audio(data: bytes, contract: AudioContract, field: str) -> np.ndarray:
+def decode_audio(
+    data: bytes, contract: AudioContract, field: str, too_long: TooLong | None = None
+) -> Decoded:
     """Decode WAV (or FLAC/OGG, anything libsndfile reads) of any rate, width and channel count to a
-    mono float32 waveform at the contract's sample rate, at most `max_seconds` long."""
+    mono float32 waveform at the contract's sample rate, at most `max_seconds` long.
+
+    A longer recording is cropped to its loudest `max_samples` (see `loudest_window`) or refused,
+    by `too_long`; None follows the contract's own `too_long`."""
+    policy = too_long or contract.too_long
     if not data:
         raise InputError(field, "is empty; send the bytes of a WAV file")
     try:
@@ -120,11 +146,13 @@ def decode_audio(data: bytes, contract: AudioContract, field: str) -> np.ndarray
             if frames <= 0:
                 raise InputError(field, "holds no samples; send a recording that is not empty")
             seconds = frames / rate
-            if seconds > contract.max_seconds:
+            longer = seconds > contract.max_seconds
+            if longer and policy == "reject":
                 raise InputError(
                     field,
-                    f"is {seconds:.2f} s long; this model accepts at most {contract.max_seconds:g} s,"
-                    f" trim the recording",
+                    f"is {seconds:.2f} s long; this model accepts at most {contract.max_seconds:g} s:"
+                    f" trim it, or set the request option audio_too_long=crop to keep its loudest"
+                    f" {contract.max_seconds:g} s",
                 )
             samples = sound.read(dtype="float32", always_2d=True)
     except InputError:
@@ -138,7 +166,19 @@ def decode_audio(data: bytes, contract: AudioContract, field: str) -> np.ndarray
     mono = samples.mean(axis=1)
     if rate != contract.sample_rate:
         mono = soxr.resample(mono, rate, contract.sample_rate, quality="HQ").astype(np.float32)
-    return mono[: contract.max_samples]
+    if longer:
+        return Decoded(loudest_window(mono, contract.max_samples), cropped=True)
+    return Decoded(mono[: contract.max_samples])  # resampling may round up by a sample
+
+
+def loudest_window(wave: np.ndarray, length: int) -> np.ndarray:
+    """The `length` consecutive samples of `wave` with the most energy (sum of squares); the
+    earliest such window on a tie. O(n): window energies are differences of one cumulative sum."""
+    if len(wave) <= length:
+        return wave
+    energy = np.concatenate(([0.0], np.cumsum(np.square(wave, dtype=np.float64))))
+    start = int(np.argmax(energy[length:] - energy[:-length]))
+    return wave[start : start + length]
 
 
 def _wav_is_truncated(data: bytes) -> bool:
@@ -186,21 +226,38 @@ def check_tensor(values: Sequence[object], contract: TensorContract, field: str)
     return array.astype(np.float32)
 
 
-def decode(
-    value: object, contract: InputContract, field: str, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> object:
+def decode_input(
+    value: object,
+    contract: InputContract,
+    field: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    too_long: TooLong | None = None,
+) -> Decoded:
     """One raw input to its signal in the contract: the bytes of an image or recording, a string,
-    or a list of numbers, by the contract's kind. Training and the service both decode this way."""
+    or a list of numbers, by the contract's kind; and whether it was cropped to fit. `too_long`
+    overrides an audio contract's policy for recordings over `max_seconds` (None: the contract's)."""
     if isinstance(contract, ImageContract | AudioContract):
         if not isinstance(value, bytes | bytearray):
             raise InputError(
                 field, f"must be the bytes of a{'n image' if contract.kind == 'image' else ' recording'}"
             )
         if isinstance(contract, ImageContract):
-            return decode_image(bytes(value), contract, field, max_pixels)
-        return decode_audio(bytes(value), contract, field)
+            return Decoded(decode_image(bytes(value), contract, field, max_pixels))
+        return decode_audio(bytes(value), contract, field, too_long)
     if isinstance(contract, TextContract):
-        return check_text(value, contract, field)
+        return Decoded(check_text(value, contract, field))
     if isinstance(contract, TensorContract):
-        return check_tensor(value, contract, field)  # type: ignore[arg-type]
+        return Decoded(check_tensor(value, contract, field))  # type: ignore[arg-type]
     raise TypeError(f"unknown contract {contract!r}")
+
+
+def decode(
+    value: object,
+    contract: InputContract,
+    field: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    too_long: TooLong | None = None,
+) -> object:
+    """`decode_input`'s signal alone. Training and the service both decode this way, so a long
+    training clip is cropped exactly as a long request is."""
+    return decode_input(value, contract, field, max_pixels, too_long).signal

@@ -19,10 +19,10 @@ from typing import Literal
 import numpy as np
 
 from service import metrics
-from service.decoding import InputError, decode
+from service.decoding import InputError, decode_input
 from service.features import features
 from service.fusion import FusionRule, fuse, softmax
-from service.manifest import InputContract
+from service.manifest import InputContract, TooLong
 from service.repository import HEAD, LoadedModel
 
 OnInvalid = Literal["reject", "drop"]
@@ -34,6 +34,7 @@ class Options:
     fusion: FusionRule | None = None  # None: the model's own rule from its manifest
     top_k: int = 3
     on_invalid: OnInvalid = "reject"
+    audio_too_long: TooLong | None = None  # None: each audio contract's own `too_long` policy
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ModalityOutcome:
     confidence: float | None = None  # the modality's own calibrated probability of its label
     entropy: float | None = None
     reason: str | None = None  # why an input was dropped
+    cropped: bool = False  # a recording longer than its contract, cut to its loudest window
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ class Prediction:
     top_k: list[tuple[str, float]]
     modalities: dict[str, ModalityOutcome]
 
+    @property
+    def cropped(self) -> bool:
+        """Whether any input of this instance was cropped to fit its contract."""
+        return any(outcome.cropped for outcome in self.modalities.values())
+
 
 class InvalidInputs(Exception):
     """Inputs that make the request unanswerable; every problem found, each naming its field."""
@@ -63,12 +70,15 @@ class InvalidInputs(Exception):
         self.errors = errors
 
 
-def decode_value(value: object, contract: InputContract, field: str, max_pixels: int) -> np.ndarray:
-    """One raw input -> its encoder input. An InputError in place of a value is an input the API
-    layer already found unusable."""
+def decode_value(
+    value: object, contract: InputContract, field: str, max_pixels: int, too_long: TooLong | None = None
+) -> tuple[np.ndarray, bool]:
+    """One raw input -> its encoder input, and whether it was cropped to fit the contract. An
+    InputError in place of a value is an input the API layer already found unusable."""
     if isinstance(value, InputError):
         raise value
-    return features(decode(value, contract, field, max_pixels), contract)
+    decoded = decode_input(value, contract, field, max_pixels, too_long)
+    return features(decoded.signal, contract), decoded.cropped
 
 
 class Predictor:
@@ -95,8 +105,8 @@ class Predictor:
             model.batchers[component].expect()
         errors: dict[tuple[int, str], InputError] = {}
         try:
-            inputs, errors = await asyncio.get_running_loop().run_in_executor(
-                self.decode_executor, self._decode, model, instances, fields, rows
+            inputs, errors, cropped = await asyncio.get_running_loop().run_in_executor(
+                self.decode_executor, self._decode, model, instances, fields, rows, options.audio_too_long
             )
             for m in sent:
                 if not inputs[m]:  # nothing usable: no encoder run for this modality after all
@@ -114,7 +124,7 @@ class Predictor:
             for component in announced:
                 model.batchers[component].withdraw()
         self._count(model, instances, errors, rejected=False)
-        return self._fuse(model, instances, logits, errors, options)
+        return self._fuse(model, instances, logits, errors, options, cropped)
 
     def _decode(
         self,
@@ -122,11 +132,14 @@ class Predictor:
         instances: list[Mapping[str, object]],
         fields: list[str],
         rows: dict[str, list[int]],
-    ) -> tuple[dict[str, dict[int, np.ndarray]], dict[tuple[int, str], InputError]]:
+        too_long: TooLong | None,
+    ) -> tuple[dict[str, dict[int, np.ndarray]], dict[tuple[int, str], InputError], set[tuple[int, str]]]:
         """Decode every input of the request (in a worker thread: one hop per request): encoder
-        inputs by modality and instance, and the unusable inputs."""
+        inputs by modality and instance, the unusable inputs, and the (instance, modality) inputs
+        that were cropped to fit their contract."""
         inputs: dict[str, dict[int, np.ndarray]] = {}
         errors: dict[tuple[int, str], InputError] = {}
+        cropped: set[tuple[int, str]] = set()
         for modality, present in rows.items():
             if not present:
                 continue
@@ -135,15 +148,17 @@ class Predictor:
             good = inputs[modality] = {}
             for i in present:
                 try:
-                    good[i] = decode_value(
-                        instances[i][modality], contract, f"{fields[i]}.{modality}", self.max_pixels
+                    good[i], was_cropped = decode_value(
+                        instances[i][modality], contract, f"{fields[i]}.{modality}", self.max_pixels, too_long
                     )
+                    if was_cropped:
+                        cropped.add((i, modality))
                 except InputError as error:
                     errors[(i, modality)] = error
             metrics.DECODE_DURATION.labels(model=model.name, modality=modality).observe(
                 time.perf_counter() - started
             )
-        return inputs, errors
+        return inputs, errors, cropped
 
     @staticmethod
     def _check(
@@ -205,6 +220,7 @@ class Predictor:
         logits: np.ndarray,
         errors: dict[tuple[int, str], InputError],
         options: Options,
+        cropped: set[tuple[int, str]],
     ) -> list[Prediction]:
         modalities, labels = model.modalities, model.manifest.labels
         present = np.array(
@@ -231,6 +247,7 @@ class Predictor:
                         label=labels[own],
                         confidence=float(calibrated[i, j, own]),
                         entropy=float(fused.entropies[i, j]),
+                        cropped=(i, m) in cropped,
                     )
                     metrics.FUSION_WEIGHT.labels(model=model.name, modality=m).observe(fused.weights[i, j])
                     metrics.ENTROPY.labels(model=model.name, modality=m).observe(fused.entropies[i, j])

@@ -49,6 +49,12 @@ class PredictOptions(_Closed):
     on_invalid: Literal["reject", "drop"] = Field(
         "reject", description="An unusable input rejects the request (`reject`) or is left out (`drop`)"
     )
+    audio_too_long: Literal["crop", "reject"] | None = Field(
+        None,
+        description="A recording longer than the model accepts is cropped to its loudest window (`crop`)"
+        " or is an unusable input (`reject`); default: the model's setting (its audio contract's"
+        " `too_long`)",
+    )
 
 
 class PredictRequest(_Closed):
@@ -95,6 +101,11 @@ class ModalityReport(BaseModel):
     confidence: float | None = Field(None, description="Its own calibrated probability of that label")
     entropy: float | None = Field(None, description="Entropy (nats) of its calibrated prediction")
     reason: str | None = Field(None, description="Why it was dropped")
+    cropped: bool | None = Field(
+        None,
+        description="Audio modalities that are present only: whether the recording was longer than the"
+        " model accepts and was cropped to its loudest window",
+    )
 
 
 class PredictionBody(BaseModel):
@@ -102,6 +113,11 @@ class PredictionBody(BaseModel):
     score: float = Field(description="Fused probability of the label")
     top_k: list[TopLabel]
     modalities: dict[str, ModalityReport]
+    cropped: bool | None = Field(
+        None,
+        description="`true` when an input of this instance was cropped to fit the model (see each"
+        " modality's `cropped`); absent otherwise",
+    )
 
 
 class ModelRef(BaseModel):
@@ -160,7 +176,8 @@ class ErrorResponse(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "error": "inputs.audio: is 3.00 s long; this model accepts at most 1.5 s, trim it",
+                    "error": "inputs.audio: is 3.00 s long; this model accepts at most 1.5 s: trim it,"
+                    " or set the request option audio_too_long=crop to keep its loudest 1.5 s",
                     "field": "inputs.audio",
                     "request_id": "0c90157cee5e4b4fb86b087cb897d554",
                 }

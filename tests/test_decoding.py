@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.decoding import InputError, check_tensor, check_text, decode_audio, decode_image
+from service.decoding import (
+    InputError,
+    check_tensor,
+    check_text,
+    decode,
+    decode_audio,
+    decode_image,
+    decode_input,
+    loudest_window,
+)
 from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
 from tests.helpers import png_bytes, tone, wav_bytes
 
@@ -81,7 +90,9 @@ def test_decompression_bombs_are_refused_before_decoding() -> None:
 )  # fmt: skip
 def test_any_rate_width_and_channel_count_becomes_mono_at_the_models_rate(rate, channels, subtype) -> None:
     data = wav_bytes(tone(0.5, rate, hz=300.0, channels=channels), rate, subtype)
-    wave = decode_audio(data, AUDIO, "audio")
+    decoded = decode_audio(data, AUDIO, "audio")
+    wave = decoded.signal
+    assert not decoded.cropped
     assert wave.dtype == np.float32 and wave.ndim == 1
     assert abs(len(wave) - 4000) <= 2
     spectrum = np.abs(np.fft.rfft(wave))
@@ -89,20 +100,85 @@ def test_any_rate_width_and_channel_count_becomes_mono_at_the_models_rate(rate, 
 
 
 def test_flac_is_read_too() -> None:
-    assert len(decode_audio(wav_bytes(tone(0.2, 8000), 8000, format="FLAC"), AUDIO, "audio")) == 1600
+    assert len(decode_audio(wav_bytes(tone(0.2, 8000), 8000, format="FLAC"), AUDIO, "audio").signal) == 1600
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [(b"", "is empty"), (b"RIFF....WAVEfmt garbage", "is not audio"),
      (wav_bytes(np.zeros(0, np.float32), 8000), "holds no samples"),
-     (wav_bytes(tone(2.0, 8000), 8000), "is 2.00 s long; this model accepts at most 1.5 s"),
      (wav_bytes(tone(1.0, 8000), 8000)[:3000], "truncated")],
 )  # fmt: skip
 def test_unusable_audio_names_the_field(data: bytes, message: str) -> None:
     with pytest.raises(InputError, match=message) as caught:
         decode_audio(data, AUDIO, "voice")
     assert caught.value.field == "voice"
+
+
+def _burst(seconds: float, rate: int, start: float, stop: float) -> np.ndarray:
+    """Quiet noise with a loud 440 Hz tone from `start` to `stop` seconds."""
+    wave = np.random.default_rng(0).normal(0, 0.01, round(seconds * rate)).astype(np.float32)
+    loud = slice(round(start * rate), round(stop * rate))
+    wave[loud] += tone(seconds, rate)[loud]
+    return wave
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 44100])
+def test_a_long_recording_is_cropped_to_its_loudest_window(rate: int) -> None:
+    decoded = decode_audio(wav_bytes(_burst(2.3, rate, 1.0, 1.3), rate), AUDIO, "audio")
+    assert decoded.cropped and len(decoded.signal) == AUDIO.max_samples == 12000
+    assert decoded.signal.dtype == np.float32
+    loud = np.flatnonzero(np.abs(decoded.signal) > 0.2)
+    # the whole burst (0.3 s of it) is kept, not its tail or head
+    assert (loud[-1] - loud[0]) / 8000 == pytest.approx(0.3, abs=0.005)
+
+
+def test_the_loudest_window_is_exact() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        wave = rng.normal(size=int(rng.integers(50, 200))).astype(np.float32)
+        length = int(rng.integers(1, 50))
+        starts = range(len(wave) - length + 1)
+        energies = [np.sum(wave[i : i + length].astype(np.float64) ** 2) for i in starts]
+        window = loudest_window(wave, length)
+        assert any(np.array_equal(window, wave[i : i + length]) for i in starts)  # a window of the wave
+        assert np.sum(window.astype(np.float64) ** 2) == pytest.approx(max(energies), rel=1e-9)
+    silence = np.zeros(100, np.float32)
+    assert np.array_equal(loudest_window(silence, 10), silence[:10])  # a tie keeps the earliest
+    short = np.ones(5, np.float32)
+    assert loudest_window(short, 10) is short
+
+
+def test_a_recording_of_exactly_max_seconds_is_not_cropped() -> None:
+    decoded = decode_audio(wav_bytes(tone(1.5, 8000), 8000), AUDIO, "audio")
+    assert not decoded.cropped and len(decoded.signal) == 12000
+
+
+def test_reject_refuses_a_long_recording_naming_the_field_and_the_option() -> None:
+    data = wav_bytes(tone(2.0, 8000), 8000)
+    with pytest.raises(InputError, match=r"is 2\.00 s long; this model accepts at most 1\.5 s") as caught:
+        decode_audio(data, AUDIO, "voice", too_long="reject")
+    assert caught.value.field == "voice" and "audio_too_long=crop" in caught.value.message
+
+
+def test_the_contracts_policy_holds_unless_overridden() -> None:
+    strict = AudioContract(sample_rate=8000, max_seconds=1.5, too_long="reject")
+    data = wav_bytes(tone(2.0, 8000), 8000)
+    with pytest.raises(InputError, match=r"at most 1\.5 s"):
+        decode_input(data, strict, "audio")
+    assert decode_input(data, strict, "audio", too_long="crop").cropped
+    with pytest.raises(InputError, match=r"at most 1\.5 s"):
+        decode_input(data, AUDIO, "audio", too_long="reject")
+    assert AUDIO.too_long == "crop"  # the default, for manifests written before the field existed
+    assert AudioContract.model_validate({"kind": "audio", "sample_rate": 8000, "max_seconds": 1.5}) == AUDIO
+
+
+def test_training_decodes_a_long_clip_as_the_service_does() -> None:
+    data = wav_bytes(_burst(2.3, 8000, 0.2, 0.6), 8000)
+    signal = decode(data, AUDIO, "audio")  # training's call: the signal alone
+    assert np.array_equal(signal, decode_input(data, AUDIO, "audio").signal)
+    assert len(signal) == AUDIO.max_samples
+    assert not decode_input("drei", TextContract(max_length=8), "text").cropped
 
 
 def test_text_checks() -> None:

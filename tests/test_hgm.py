@@ -60,7 +60,9 @@ def _step_moves(projector: HeadGradientProjector | None, earlier: torch.Tensor, 
     return float((head(earlier.mean(0, keepdim=True)).detach() - before).norm())
 
 
-def test_projected_steps_leave_the_heads_output_on_earlier_features_unchanged_bias_and_momentum_included() -> None:
+def test_projected_steps_leave_the_heads_output_on_earlier_features_unchanged_bias_and_momentum_included() -> (
+    None
+):
     earlier = _features(64, 16, seed=1)
     later = _features(64, 16, seed=2) + torch.linspace(0, 5, 16)
     projector = HeadGradientProjector(16, alpha=1e-4)
