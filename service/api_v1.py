@@ -55,7 +55,7 @@ PREDICT_BODY = {
                     "type": "object",
                     "description": "One field per modality: images and recordings as files (curl -F"
                     " image=@digit.png -F audio=@seven.wav), text as text, tensors as a JSON list; options"
-                    " as fields `fusion`, `top_k`, `on_invalid`, `audio_too_long`.",
+                    " as fields `fusion`, `top_k`, `on_invalid`, `audio_too_long`, `reliability`.",
                     "additionalProperties": {
                         "anyOf": [{"type": "string", "format": "binary"}, {"type": "string"}]
                     },
@@ -73,7 +73,7 @@ PREDICT_BODY = {
         },
     }
 }
-FORM_OPTIONS = ("fusion", "top_k", "on_invalid", "audio_too_long")
+FORM_OPTIONS = ("fusion", "top_k", "on_invalid", "audio_too_long", "reliability")
 PREDICT_ROUTE: dict[str, Any] = {
     "response_model": PredictResponse | BatchPredictResponse,
     "response_model_exclude_none": True,
@@ -212,7 +212,9 @@ def _body(prediction: Prediction, loaded: LoadedModel) -> dict[str, Any]:
     modalities = {}
     for m, outcome in prediction.modalities.items():
         report = {k: v for k, v in outcome.__dict__.items() if v is not None and k != "cropped"}
-        if outcome.state == "present" and loaded.manifest.modalities[m].kind == "audio":
+        if outcome.reliability is not None:
+            report["reliability"] = outcome.reliability.__dict__
+        if outcome.state in ("present", "unreliable") and loaded.manifest.modalities[m].kind == "audio":
             report["cropped"] = outcome.cropped
         modalities[m] = report
     body = {
@@ -220,6 +222,7 @@ def _body(prediction: Prediction, loaded: LoadedModel) -> dict[str, Any]:
         "score": prediction.score,
         "top_k": [{"label": label, "probability": p} for label, p in prediction.top_k],
         "modalities": modalities,
+        "reliable": prediction.reliable,
     }
     if prediction.cropped:
         body["cropped"] = True
@@ -254,6 +257,7 @@ def _options(options: PredictOptions) -> Options:
         top_k=options.top_k,
         on_invalid=options.on_invalid,
         audio_too_long=options.audio_too_long,
+        reliability=options.reliability,
     )
 
 

@@ -3,7 +3,7 @@
 Inputs are named by modality: images, recordings and text are BYTES tensors of shape [batch] (or
 [batch, 1]), with image and recording elements base64-encoded; tensor modalities are FP32 tensors
 of shape [batch, length]. A modality that is not sent is missing for every instance. Request
-parameters `fusion`, `top_k` (unused here), `on_invalid` and `audio_too_long` work as in `/v1`.
+parameters `fusion`, `top_k` (unused here), `on_invalid`, `audio_too_long` and `reliability` work as in `/v1`.
 Outputs: `label` (BYTES), `score` (FP32), `probabilities` (FP32 [batch, labels]) and
 `fusion_weights` (FP32 [batch, modalities], in the order of the response parameter `modalities`).
 Errors are `{"error": "..."}`.
@@ -220,7 +220,16 @@ def _options(parameters: dict[str, Any]) -> Options:
     top_k = parameters.get("top_k", 3)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ApiError(400, "parameters.top_k: must be a positive integer")
-    return Options(fusion=fusion, top_k=top_k, on_invalid=on_invalid, audio_too_long=audio_too_long)
+    reliability = parameters.get("reliability", "gate")
+    if reliability not in ("gate", "off"):
+        raise ApiError(400, "parameters.reliability: must be 'gate' or 'off'")
+    return Options(
+        fusion=fusion,
+        top_k=top_k,
+        on_invalid=on_invalid,
+        audio_too_long=audio_too_long,
+        reliability=reliability,
+    )
 
 
 def _flatten(data: list[Any]) -> list[Any]:

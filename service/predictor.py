@@ -21,12 +21,14 @@ import numpy as np
 from service import metrics
 from service.decoding import InputError, decode_input
 from service.features import features
-from service.fusion import FusionRule, fuse, softmax
+from service.fusion import FusionRule, entropy, fuse, softmax
 from service.manifest import InputContract, TooLong
+from service.reliability import Gated, gate
 from service.repository import HEAD, LoadedModel
 
 OnInvalid = Literal["reject", "drop"]
-State = Literal["present", "missing", "invalid", "dropped"]
+Reliability = Literal["gate", "off"]
+State = Literal["present", "missing", "invalid", "dropped", "unreliable"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,16 @@ class Options:
     top_k: int = 3
     on_invalid: OnInvalid = "reject"
     audio_too_long: TooLong | None = None  # None: each audio contract's own `too_long` policy
+    reliability: Reliability = "gate"  # off: fuse every decodable input, whatever the gate says
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The reliability gate's verdict on one input."""
+
+    score: float
+    p_value: float
+    threshold: float
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class ModalityOutcome:
     entropy: float | None = None
     reason: str | None = None  # why an input was dropped
     cropped: bool = False  # a recording longer than its contract, cut to its loudest window
+    reliability: GateResult | None = None  # for inputs of a modality with a gate
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,7 @@ class Prediction:
     probabilities: np.ndarray  # (C,) softmax of the fused logits
     top_k: list[tuple[str, float]]
     modalities: dict[str, ModalityOutcome]
+    reliable: bool = True  # False: every input failed the reliability gate; fused from them anyway
 
     @property
     def cropped(self) -> bool:
@@ -116,15 +130,20 @@ class Predictor:
             encoded = await asyncio.gather(
                 *(self._encode(model, m, inputs[m], announced) for m in inputs if inputs[m])
             )
-            logits = await self._head(model, len(instances), inputs, encoded, announced)
+            logits, scores = await self._head(model, len(instances), inputs, encoded, announced)
         except InvalidInputs:
             self._count(model, instances, errors, rejected=True)
             raise
         finally:
             for component in announced:
                 model.batchers[component].withdraw()
-        self._count(model, instances, errors, rejected=False)
-        return self._fuse(model, instances, logits, errors, options, cropped)
+        present = np.array(
+            [[inst.get(m) is not None and (i, m) not in errors for m in model.modalities]
+             for i, inst in enumerate(instances)]
+        )  # fmt: skip
+        gated = self._gate(model, present, scores, options)
+        self._count(model, instances, errors, rejected=False, unreliable=gated.unreliable)
+        return self._fuse(model, logits, present, scores, gated, errors, options, cropped)
 
     def _decode(
         self,
@@ -200,62 +219,76 @@ class Predictor:
         inputs: dict[str, dict[int, np.ndarray]],
         encoded: list[np.ndarray],
         announced: set[str],
-    ) -> np.ndarray:
-        """(B, M, C) logits from one head run over every (instance, modality) pair; zeros where absent."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One head run over every (instance, modality) pair: (B, M, C) logits, zeros where absent,
+        and (B, M) reliability scores of the inputs whose modality has a gate, NaN elsewhere.
+        An encoder's output is its features, then the probes its gate scores."""
+        width = model.manifest.head.feature_dim
         logits = np.zeros((count, len(model.modalities), len(model.manifest.labels)), np.float32)
+        scores = np.full((count, len(model.modalities)), np.nan)
         announced.discard(HEAD)
-        out = await model.batchers[HEAD].submit(np.concatenate(encoded))
+        out = await model.batchers[HEAD].submit(np.concatenate([e[:, :width] for e in encoded]))
         offset = 0
-        for modality, features_ in zip([m for m in inputs if inputs[m]], encoded, strict=True):
-            logits[sorted(inputs[modality]), model.modalities.index(modality)] = out[
-                offset : offset + len(features_)
-            ]
-            offset += len(features_)
-        return logits
+        for modality, rows in zip([m for m in inputs if inputs[m]], encoded, strict=True):
+            j, chosen = model.modalities.index(modality), sorted(inputs[modality])
+            logits[chosen, j] = out[offset : offset + len(rows)]
+            if modality in model.gates:
+                scores[chosen, j] = model.gates[modality].score(rows[:, width:])
+            offset += len(rows)
+        return logits, scores
+
+    @staticmethod
+    def _gate(model: LoadedModel, present: np.ndarray, scores: np.ndarray, options: Options) -> Gated:
+        p_values = np.full(scores.shape, np.nan)
+        alphas = np.zeros(len(model.modalities))
+        for j, m in enumerate(model.modalities):
+            spec = model.manifest.modalities[m].reliability
+            if m in model.gates and spec is not None:
+                p_values[:, j] = model.gates[m].p_value(scores[:, j])
+                alphas[j] = spec.alpha if options.reliability == "gate" else 0.0
+        return gate(present, p_values, alphas)
 
     @staticmethod
     def _fuse(
         model: LoadedModel,
-        instances: list[Mapping[str, object]],
         logits: np.ndarray,
+        present: np.ndarray,
+        scores: np.ndarray,
+        gated: Gated,
         errors: dict[tuple[int, str], InputError],
         options: Options,
         cropped: set[tuple[int, str]],
     ) -> list[Prediction]:
         modalities, labels = model.modalities, model.manifest.labels
-        present = np.array(
-            [
-                [inst.get(m) is not None and (i, m) not in errors for m in modalities]
-                for i, inst in enumerate(instances)
-            ]
-        )
-        temperatures = model.temperatures
-        fused = fuse(logits, present, temperatures, options.fusion or model.manifest.fusion.rule)
+        temperatures, fusion = model.temperatures, model.manifest.fusion
+        fused = fuse(logits, gated.usable, temperatures, options.fusion or fusion.rule, fusion.temperatures)
         probabilities = softmax(fused.logits.astype(np.float64))
         calibrated = softmax(logits.astype(np.float64) / temperatures[None, :, None])
+        entropies = entropy(logits, temperatures[None, :, None])
         k = min(options.top_k, len(labels))
         predictions = []
-        for i in range(len(instances)):
+        for i in range(len(logits)):
             order = np.argsort(-probabilities[i], kind="stable")[:k]
             outcomes: dict[str, ModalityOutcome] = {}
             for j, m in enumerate(modalities):
                 if present[i, j]:
                     own = int(np.argmax(logits[i, j]))
                     outcomes[m] = ModalityOutcome(
-                        state="present",
+                        state="unreliable" if gated.unreliable[i, j] else "present",
                         weight=float(fused.weights[i, j]),
                         label=labels[own],
                         confidence=float(calibrated[i, j, own]),
-                        entropy=float(fused.entropies[i, j]),
+                        entropy=float(entropies[i, j]),
                         cropped=(i, m) in cropped,
+                        reliability=_gate_result(model, m, scores[i, j]),
                     )
                     metrics.FUSION_WEIGHT.labels(model=model.name, modality=m).observe(fused.weights[i, j])
-                    metrics.ENTROPY.labels(model=model.name, modality=m).observe(fused.entropies[i, j])
+                    metrics.ENTROPY.labels(model=model.name, modality=m).observe(entropies[i, j])
                 elif (i, m) in errors:
                     outcomes[m] = ModalityOutcome(state="dropped", reason=str(errors[(i, m)]))
                 else:
                     outcomes[m] = ModalityOutcome(state="missing")
-            combination = "+".join(m for j, m in enumerate(modalities) if present[i, j])
+            combination = "+".join(m for j, m in enumerate(modalities) if gated.usable[i, j])
             metrics.COMBINATIONS.labels(model=model.name, combination=combination).inc()
             predictions.append(
                 Prediction(
@@ -264,6 +297,7 @@ class Predictor:
                     probabilities=probabilities[i].astype(np.float32),
                     top_k=[(labels[int(c)], float(probabilities[i, c])) for c in order],
                     modalities=outcomes,
+                    reliable=bool(gated.reliable[i]),
                 )
             )
         return predictions
@@ -274,14 +308,26 @@ class Predictor:
         instances: list[Mapping[str, object]],
         errors: dict[tuple[int, str], InputError],
         rejected: bool,
+        unreliable: np.ndarray | None = None,
     ) -> None:
-        """Each instance counts each modality once: present, missing, invalid or dropped."""
+        """Each instance counts each modality once: present, missing, invalid, dropped or unreliable."""
         for i, inst in enumerate(instances):
-            for m in model.modalities:
+            for j, m in enumerate(model.modalities):
                 if inst.get(m) is None:
                     state: State = "missing"
                 elif (i, m) in errors:
                     state = "invalid" if rejected else "dropped"
+                elif unreliable is not None and unreliable[i, j]:
+                    state = "unreliable"
                 else:
                     state = "present"
                 metrics.INPUTS.labels(model=model.name, modality=m, state=state).inc()
+
+
+def _gate_result(model: LoadedModel, modality: str, score: float) -> GateResult | None:
+    spec = model.manifest.modalities[modality].reliability
+    if modality not in model.gates or spec is None or np.isnan(score):
+        return None
+    metrics.RELIABILITY_SCORE.labels(model=model.name, modality=modality).observe(score)
+    p_value = float(model.gates[modality].p_value(np.array([score]))[0])
+    return GateResult(score=float(score), p_value=p_value, threshold=spec.alpha)

@@ -55,6 +55,11 @@ class PredictOptions(_Closed):
         " or is an unusable input (`reject`); default: the model's setting (its audio contract's"
         " `too_long`)",
     )
+    reliability: Literal["gate", "off"] = Field(
+        "gate",
+        description="`gate`: inputs that fail the model's reliability gate are left out of the fusion"
+        " and reported as `unreliable`; `off`: every decodable input is fused",
+    )
 
 
 class PredictRequest(_Closed):
@@ -92,11 +97,21 @@ class TopLabel(BaseModel):
     probability: float
 
 
-class ModalityReport(BaseModel):
-    state: Literal["present", "missing", "dropped"] = Field(
-        description="present: used; missing: not sent; dropped: unusable, left out (on_invalid=drop)"
+class GateReport(BaseModel):
+    score: float = Field(
+        description="The reliability gate's score: 0 is typical of clean inputs, higher is stranger"
     )
-    weight: float = Field(description="Its fusion weight; 0 unless present")
+    p_value: float = Field(description="The share of clean validation inputs that score at least as high")
+    threshold: float = Field(description="The model's alpha: a p-value below it is unreliable")
+
+
+class ModalityReport(BaseModel):
+    state: Literal["present", "missing", "dropped", "unreliable"] = Field(
+        description="present: used; missing: not sent; dropped: unusable, left out (on_invalid=drop);"
+        " unreliable: decodable but unlike the inputs the model knows (failed the reliability gate),"
+        " left out unless every input is unreliable"
+    )
+    weight: float = Field(description="Its fusion weight; 0 unless used")
     label: str | None = Field(None, description="Its own prediction")
     confidence: float | None = Field(None, description="Its own calibrated probability of that label")
     entropy: float | None = Field(None, description="Entropy (nats) of its calibrated prediction")
@@ -106,6 +121,9 @@ class ModalityReport(BaseModel):
         description="Audio modalities that are present only: whether the recording was longer than the"
         " model accepts and was cropped to its loudest window",
     )
+    reliability: GateReport | None = Field(
+        None, description="The reliability gate's verdict, where the model has one"
+    )
 
 
 class PredictionBody(BaseModel):
@@ -113,6 +131,11 @@ class PredictionBody(BaseModel):
     score: float = Field(description="Fused probability of the label")
     top_k: list[TopLabel]
     modalities: dict[str, ModalityReport]
+    reliable: bool = Field(
+        True,
+        description="`false` when every input sent failed the reliability gate and the answer was fused"
+        " from them anyway: treat it with suspicion",
+    )
     cropped: bool | None = Field(
         None,
         description="`true` when an input of this instance was cropped to fit the model (see each"

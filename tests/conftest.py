@@ -61,11 +61,12 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("pen-data")
     rng = np.random.default_rng(0)
     names = ["zero", "one", "two"]
-    for split, count in (("train", 60), ("val", 30), ("test", 30)):
+    # 250 validation samples: the gate's p-values go down to 1/251, below its alpha of 0.005
+    for split, count in (("train", 120), ("val", 250), ("test", 30)):
         with (data / f"{split}.jsonl").open("w") as stream:
             for i in range(count):
                 label = i % 3
-                pen = (rng.normal(size=16) + 3 * label).round(3).tolist()
+                pen = (rng.uniform(20, 80, size=16) + 10 * label).round(3).tolist()  # like pen coordinates
                 stream.write(json.dumps({"label": names[label], "pen": pen, "text": names[label]}) + "\n")
     config = parse_config(
         {

@@ -13,7 +13,7 @@ import torch
 from service.manifest import BundleError, verify_bundle
 from tests.helpers import CONTRACTS, SMALL, tiny_inputs
 from training.evaluate import Tensors
-from training.export import ExportError, check_parity, export_model, write_manifest
+from training.export import ExportError, check_parity, export_model, rewrite_manifest, write_manifest
 from training.model import MultimodalModel
 
 
@@ -37,11 +37,15 @@ def test_every_encoder_and_the_head_run_in_onnxruntime_at_any_batch_size(exporte
         assert encoder.get_inputs()[0].shape[0] == "batch"
         for batch in (1, 7):
             x = data.inputs[modality][:batch]
-            logits = head.run(None, {"features": encoder.run(None, {"input": x.numpy()})[0]})[0]
+            features, probes = encoder.run(["features", "probes"], {"input": x.numpy()})
+            logits = head.run(None, {"features": features})[0]
             with torch.no_grad():
                 expected = model.logits(modality, x).numpy()
+                expected_probes = model.encoders[modality].forward_with_probes(x)[1].numpy()
             assert logits.shape == (batch, 4)
             np.testing.assert_allclose(logits, expected, atol=1e-4)
+            assert probes.shape == (batch, sum(model.encoders[modality].probe_widths()))
+            np.testing.assert_allclose(probes, expected_probes, rtol=1e-4, atol=1e-4)
 
 
 def test_parity_check_fails_an_unfaithful_export(exported) -> None:
@@ -64,13 +68,20 @@ def test_manifest_lists_every_file_and_verification_catches_changes(exported, tm
     (bundle / "report.md").write_text("# report\n")
     manifest = write_manifest(
         bundle, "tiny", 1, ["a", "b", "c", "d"], CONTRACTS, files,
-        {m: 1.5 for m in CONTRACTS}, SMALL.feature_dim, {"epochs": 1}, {"source": "test"}, {},
+        temperatures={m: 1.5 for m in CONTRACTS}, reliability={}, feature_dim=SMALL.feature_dim,
+        rule="entropy", count_temperatures=[1.0, 0.9, 0.8, 0.7], training={"epochs": 1},
+        data={"source": "test"}, metrics={},
     )  # fmt: skip
     assert set(manifest.files) == {f"{m}.onnx" for m in CONTRACTS} | {"head.onnx", "report.md"}
+    assert manifest.fusion.temperatures == [1.0, 0.9, 0.8, 0.7]
     assert verify_bundle(bundle) == manifest
     on_disk = json.loads((bundle / "manifest.json").read_text())
     assert on_disk["modalities"]["audio"]["input"]["kind"] == "audio"
     assert on_disk["modalities"]["pen"]["temperature"] == 1.5
+
+    (bundle / "notes.md").write_text("# added after export\n")
+    rewritten = rewrite_manifest(bundle, version=3)
+    assert rewritten.version == 3 and "notes.md" in rewritten.files and verify_bundle(bundle) == rewritten
 
     (bundle / "report.md").write_text("# changed\n")
     with pytest.raises(BundleError, match=r"report\.md has sha256"):

@@ -200,11 +200,14 @@ def test_model_listing_and_details(server: LiveServer) -> None:
     assert server.client.get("/v1/models/digits/versions/1").json()["version"] == 1
 
 
+PEN = [47.0, 71.0, 25.0, 58.0, 66.0, 33.0, 52.0, 79.0, 41.0, 29.0, 63.0, 55.0, 38.0, 74.0, 45.0, 60.0]
+
+
 def test_tensor_modality(server: LiveServer) -> None:
-    answer = server.client.post("/v1/models/pen/predict", json={"inputs": {"pen": [6.0] * 16}})
+    answer = server.client.post("/v1/models/pen/predict", json={"inputs": {"pen": PEN}})
     assert answer.status_code == 200, answer.text
     assert answer.json()["modalities"]["pen"]["state"] == "present"
-    form = server.client.post("/v1/models/pen/predict", data={"pen": ",".join(["6"] * 16), "top_k": "1"})
+    form = server.client.post("/v1/models/pen/predict", data={"pen": ",".join(map(str, PEN)), "top_k": "1"})
     assert form.status_code == 200 and form.json()["top_k"] == answer.json()["top_k"][:1]
 
 

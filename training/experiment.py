@@ -183,6 +183,12 @@ def _fit_gates(
         gate = fit_reliability(
             train_probes.numpy(), train.labels[train_rows].numpy(), val_probes.numpy(), encoder.probe_widths()
         )
+        if 1 / (1 + len(val_rows)) >= alpha:
+            log.warning(
+                "%s: the reliability gate cannot flag any input: %d validation inputs give p-values of"
+                " 1/%d at least, not below alpha %g; validate on %d or more",
+                m, len(val_rows), len(val_rows) + 1, alpha, int(np.ceil(1 / alpha)),
+            )  # fmt: skip
         file = RELIABILITY_FILE.format(modality=m)
         gate.save(bundle / file)
         specs[m] = ReliabilitySpec(file=file, alpha=alpha)

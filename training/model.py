@@ -1,8 +1,10 @@
 """One small encoder per modality, all mapping to the same feature width D, and one shared linear
 head D -> classes. Sized to train in minutes on two CPU cores.
 
-Every encoder also reports its *probes*: the activations of each of its layers, averaged over
-positions, and the projection's pre-activation, concatenated (B, P). The reliability gate
+Every encoder also reports its *probes*, concatenated (B, P): summary statistics of its input
+(per channel mean and spread for images and spectrograms, the mean byte embedding for text, the
+values themselves for a short tensor), the activations of each of its layers averaged over
+positions, and the projection's pre-activation. The reliability gate
 (`service/reliability.py`) scores inputs on them: early layers see a tone, a blank page or a dead
 sensor that the last layer has already mapped onto some digit."""
 
@@ -20,6 +22,9 @@ from service.manifest import (
     TextContract,
 )
 from training.config import ModelConfig
+
+
+MAX_RAW_PROBE = 64  # a tensor this short is probed value by value
 
 
 def _conv2d(cin: int, cout: int) -> list[nn.Module]:
@@ -47,7 +52,14 @@ class Encoder(nn.Module):
     def forward_with_probes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, probes = self.run_body(self.prepare(x))
         pre = self.project[:-1](self.pool(h, x))
-        return self.project[-1](pre), torch.cat([*probes, pre], dim=1)
+        return self.project[-1](pre), torch.cat([self.input_probe(x), *probes, pre], dim=1)
+
+    def input_probe(self, x: torch.Tensor) -> torch.Tensor:
+        """Per channel mean and spread over positions, for (B, C, ...) inputs."""
+        flat = x.flatten(2)
+        mean = flat.mean(dim=2)
+        spread = (flat - mean[..., None]).square().mean(dim=2).sqrt()
+        return torch.cat([mean, spread], dim=1)
 
     def run_body(self, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The body, keeping each ReLU's output averaged over positions."""
@@ -64,8 +76,12 @@ class Encoder(nn.Module):
     def pool(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return h
 
+    def input_probe_width(self) -> int:
+        raise NotImplementedError
+
     def probe_widths(self) -> list[int]:
-        widths = [
+        widths = [self.input_probe_width()]
+        widths += [
             layer.num_features for layer in self.body if isinstance(layer, nn.BatchNorm1d | nn.BatchNorm2d)
         ]
         widths += [layer.out_features for layer in self.body if isinstance(layer, nn.Linear)]
@@ -84,6 +100,10 @@ class ImageEncoder(Encoder):
             *_conv2d(2 * w, 2 * w),
         )  # fmt: skip
         self.project = _projection(2 * w, config)
+        self.channels = contract.channels
+
+    def input_probe_width(self) -> int:
+        return 2 * self.channels
 
     def pool(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return h.mean(dim=(2, 3))
@@ -102,6 +122,10 @@ class AudioEncoder(Encoder):
             *_conv1d(w, 2 * w, 3),
         )  # fmt: skip
         self.project = _projection(4 * w, config)
+        self.n_mels = contract.n_mels
+
+    def input_probe_width(self) -> int:
+        return 2 * self.n_mels
 
     def pool(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
@@ -121,6 +145,13 @@ class TextEncoder(Encoder):
     def prepare(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embed(ids).transpose(1, 2)
 
+    def input_probe(self, ids: torch.Tensor) -> torch.Tensor:
+        """The mean embedding of every byte, padding included (so the length counts too)."""
+        return self.embed(ids).mean(dim=1)
+
+    def input_probe_width(self) -> int:
+        return self.embed.embedding_dim
+
     def pool(self, h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         padding = (ids == PAD_ID).unsqueeze(1)
         return h.masked_fill(padding, -1e4).amax(dim=2)
@@ -136,6 +167,18 @@ class TensorEncoder(Encoder):
             nn.Linear(contract.length, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
         self.project = _projection(hidden, config)
+        self.length = contract.length
+
+    def input_probe(self, x: torch.Tensor) -> torch.Tensor:
+        """The (normalized) values themselves when there are few, else their mean, spread, min, max."""
+        if self.length <= MAX_RAW_PROBE:
+            return x
+        mean = x.mean(dim=1, keepdim=True)
+        spread = (x - mean).square().mean(dim=1, keepdim=True).sqrt()
+        return torch.cat([mean, spread, x.amin(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+
+    def input_probe_width(self) -> int:
+        return self.length if self.length <= MAX_RAW_PROBE else 4
 
 
 def build_encoder(contract: InputContract, config: ModelConfig) -> Encoder:
