@@ -23,7 +23,6 @@ from service.manifest import (
 )
 from training.config import ModelConfig
 
-
 MAX_RAW_PROBE = 64  # a tensor this short is probed value by value
 
 
