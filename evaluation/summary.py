@@ -76,10 +76,9 @@ def summarize(results: Results, modalities: list[str], hgm_kept: dict[str, list[
             for m in subset:
                 for family in families_of(results, m):
                     for condition in corrupting(results, m, family):
-                        if subset == full:
-                            out["matrix"][variant][name][condition] = accuracy(
-                                results, variant, subset, [condition]
-                            )
+                        out["matrix"][variant][name][condition] = accuracy(
+                            results, variant, subset, [condition]
+                        )
                     out["matrix"][variant][name][f"{m}:{family}"] = accuracy(
                         results, variant, subset, corrupting(results, m, family)
                     )
