@@ -137,6 +137,7 @@ def evaluate(
     import json
 
     from evaluation.workflow import WorkflowError, evaluate_runs, publish
+    from service.manifest import BundleError, read_manifest
 
     folders = sorted(runs.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
     if not folders:
@@ -148,9 +149,11 @@ def evaluate(
             for f in folders
         }
         best = min(nll, key=nll.__getitem__)
-        context |= {"seeds": sorted(nll), "chosen_seed": best, "command": None}
-        publish(summary, context, runs / f"seed-{best}" / "mla", models, version, force)
-    except (WorkflowError, OSError) as error:
+        chosen = runs / f"seed-{best}" / "mla"
+        command = read_manifest(chosen).data.get("command")  # how the seeds were trained
+        context |= {"seeds": sorted(nll), "chosen_seed": best, "command": command}
+        publish(summary, context, chosen, models, version, force)
+    except (WorkflowError, BundleError, OSError) as error:
         raise _fail(f"evaluate: {error}") from None
 
 

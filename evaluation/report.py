@@ -75,6 +75,10 @@ def write_report(bundle: Path, summary: dict, context: dict) -> None:
         f"Expected calibration error of the answer's score, all modalities clean: {_pct(ece[CLEAN])}%"
         f" (goal: at most 5%). Worst under a corruption: {worst}, {_pct(ece[worst])}%.",
         "",
+        "Share of clean test inputs the gate flags as unreliable (goal: at most 2%): "
+        + ", ".join(f"{m} {_pct(summary['gate'][f'{m}:clean'])}%" for m in modalities)
+        + f"; all inputs together {_pct(summary['gate']['all:clean'])}%.",
+        "",
         "## Comparisons",
         "",
     ]

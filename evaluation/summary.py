@@ -70,7 +70,7 @@ def summarize(results: Results, modalities: list[str], hgm_kept: dict[str, list[
     full = tuple(modalities)
     out: dict = {"matrix": defaultdict(dict), "goals": [], "comparisons": [], "calibration": {}, "gate": {}}
     for variant in results:
-        for subset in {s for (s, _) in results[variant][0]}:
+        for subset in dict.fromkeys(s for (s, _) in results[variant][0]):  # smallest subsets first
             name = "+".join(subset)
             out["matrix"][variant][name] = {CLEAN: accuracy(results, variant, subset, [CLEAN])}
             for m in subset:
@@ -148,6 +148,12 @@ def summarize(results: Results, modalities: list[str], hgm_kept: dict[str, list[
             for cells in results["mla"]
         ]
         out["calibration"][condition] = dict(zip(("mean", "min", "max"), seed_spread(eces), strict=True))
+    present_flagged = [
+        cells[(full, CLEAN)].flagged.sum() / len(cells[(full, CLEAN)].rows) for cells in results["mla"]
+    ]
+    out["gate"]["all:clean"] = dict(
+        zip(("mean", "min", "max"), seed_spread([f / len(modalities) for f in present_flagged]), strict=True)
+    )
     for i, m in enumerate(modalities):
         flagged = [cells[(full, CLEAN)].flagged[:, i].mean() for cells in results["mla"]]
         out["gate"][f"{m}:clean"] = dict(zip(("mean", "min", "max"), seed_spread(flagged), strict=True))
