@@ -6,8 +6,10 @@ averaged over positions, see `training/model.py`), and the gate scores them:
 
 - per probed layer l, the Mahalanobis distance d_l to the nearest class mean, with class means and
   one shared covariance fitted on clean *training* inputs (Lee et al., NeurIPS 2018);
-- the score s = mean_l log(d_l / median_l), where median_l is d_l's median on clean *validation*
-  inputs, so that every layer counts on the same scale;
+- the score s = mean_l log((d_l + f_l) / (median_l + f_l)), where median_l is d_l's median on
+  clean *validation* inputs, so that every layer counts on the same scale, and f_l a floor of
+  1% of the layer's width (a squared distance's typical size is its width): without it, data
+  whose inputs repeat exactly (a median near 0) would turn rounding noise into huge scores;
 - the p-value of s against the scores of the clean validation inputs (conformal): the share of
   them scoring at least as high. An input whose p-value is below the manifest's `alpha` is
   unreliable: it is left out of the fusion.
@@ -23,7 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-SHRINKAGE = 1e-3  # of the covariance's mean variance, added to its diagonal: keeps it invertible
+# Added to the covariance's diagonal, so that it inverts well even when the inputs repeat exactly:
+# a share of its mean variance, and a share of the probes' mean square (their scale).
+SHRINKAGE = 1e-3
+SCALE_FLOOR = 1e-4
+SCORE_TOLERANCE = 1e-6  # scores closer than this are equal: float32 kernels differ by more
+FLOOR_PER_DIMENSION = 0.01  # of a layer's squared distances, see the module's docstring
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,10 @@ class Layer:
     means: np.ndarray  # (classes, width)
     precision: np.ndarray  # (width, width), inverse of the shared covariance
     median: float  # median distance of clean validation inputs
+
+    def log_ratio(self, probes: np.ndarray) -> np.ndarray:
+        floor = FLOOR_PER_DIMENSION * self.means.shape[1]
+        return np.log((self.distances(probes) + floor) / (self.median + floor))
 
     def distances(self, probes: np.ndarray) -> np.ndarray:
         """(B,) squared Mahalanobis distance of each row to its nearest class mean."""
@@ -56,15 +67,17 @@ class ReliabilityModel:
             raise ValueError(f"probes have {probes.shape[1]} columns, the gate expects {sum(self.widths)}")
         bounds = np.cumsum([0, *self.widths])
         logs = [
-            np.log((layer.distances(probes[:, a:b]) + 1e-12) / layer.median)
-            for layer, a, b in zip(self.layers, bounds[:-1], bounds[1:], strict=True)
+            layer.log_ratio(probes[:, a:b])
+            for layer, (a, b) in zip(self.layers, pairwise(bounds), strict=True)
         ]
         return np.mean(logs, axis=0)
 
     def p_value(self, scores: np.ndarray) -> np.ndarray:
-        """(1 + #{calibration scores >= s}) / (1 + n): the conformal p-value of each score."""
+        """(1 + #{calibration scores >= s}) / (1 + n): the conformal p-value of each score. The
+        calibration scores come from torch, the served ones from onnxruntime: a difference within
+        SCORE_TOLERANCE is rounding, so it counts as a tie."""
         n = len(self.calibration)
-        at_least = n - np.searchsorted(self.calibration, scores, side="left")
+        at_least = n - np.searchsorted(self.calibration, scores - SCORE_TOLERANCE, side="left")
         return (1 + at_least) / (1 + n)
 
     def save(self, path: Path) -> None:
@@ -100,9 +113,12 @@ def fit_reliability(
         means = np.stack([x[train_labels == c].mean(axis=0) for c in classes])
         centred = x - means[np.searchsorted(classes, train_labels)]
         covariance = centred.T @ centred / len(x)
-        covariance += SHRINKAGE * max(np.trace(covariance) / len(covariance), 1e-12) * np.eye(len(covariance))
+        ridge = (
+            SHRINKAGE * np.trace(covariance) / len(covariance) + SCALE_FLOOR * float(np.mean(x**2)) + 1e-12
+        )
+        covariance += ridge * np.eye(len(covariance))
         layer = Layer(means, np.linalg.inv(covariance), 1.0)
-        median = float(np.median(layer.distances(val_probes[:, a:b]))) or 1.0
+        median = float(np.median(layer.distances(val_probes[:, a:b])))
         layers.append(Layer(means, layer.precision, median))
     model = ReliabilityModel(layers, np.zeros(0))
     return ReliabilityModel(layers, np.sort(model.score(val_probes)))

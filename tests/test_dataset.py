@@ -27,6 +27,7 @@ def folder(tmp_path: Path) -> Path:
     (tmp_path / "ok.wav").write_bytes(wav_bytes(tone(0.3, 16000), 16000))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (tmp_path / "long.wav").write_bytes(wav_bytes(tone(2.0, 8000), 8000))
+    (tmp_path / "empty.wav").write_bytes(wav_bytes(np.zeros(0, dtype=np.float32), 8000))
     return tmp_path
 
 
@@ -65,7 +66,7 @@ BAD = [
     ('{"label": 0, "id": "x"}', "has none of the model's modalities"),
     ('{"label": 0, "text": ', "is not valid JSON"),
     ('{"text": "zero"}', "label: is missing"),
-    ('{"label": 0, "audio": "long.wav"}', "audio: is 2.00 s long"),
+    ('{"label": 0, "audio": "empty.wav"}', "audio: holds no samples"),
     ('{"label": 0, "pen": [1, 2, "x", 4]}', "pen[2]: must be a number"),
     ('{"label": 0, "pen": [1, 2, 3]}', "pen: has 3 numbers"),
     ('{"label": 0, "text": "' + "x" * 40 + '"}', "text: is 40 bytes"),
@@ -82,6 +83,12 @@ def test_bad_rows_stop_the_run_with_file_and_line(folder: Path) -> None:
     for line, (_, reason) in enumerate(BAD, start=2):
         assert f"{path}:{line}: " in message
         assert reason in message, reason
+
+
+def test_a_recording_longer_than_the_contract_is_cropped_as_the_service_crops_it(folder: Path) -> None:
+    path = _write(folder / "val.jsonl", ['{"label": 0, "audio": "long.wav"}'])
+    split, _ = read_split(path, MODALITIES, ["0", "1"], skip_bad_rows=False)
+    assert len(split.signals["audio"][0]) == MODALITIES["audio"].max_samples
 
 
 def test_skipping_bad_rows_keeps_the_good_ones_and_counts_the_rest(folder: Path) -> None:
