@@ -1,30 +1,35 @@
-"""The Open Inference Protocol (KServe v2) over HTTP, so existing clients work.
+"""The Open Inference Protocol (KServe v2) over HTTP, so that stock clients (tritonclient, KServe's)
+work unchanged: health, metadata and inference, with the binary tensor data extension.
 
-Inputs are named by modality: images, recordings and text are BYTES tensors of shape [batch] (or
-[batch, 1]), with image and recording elements base64-encoded; tensor modalities are FP32 tensors
-of shape [batch, length]. A modality that is not sent is missing for every instance. Request
-parameters `fusion`, `top_k` (unused here), `on_invalid`, `audio_too_long` and `reliability` work as in `/v1`.
-Outputs: `label` (BYTES), `score` (FP32), `probabilities` (FP32 [batch, labels]) and
-`fusion_weights` (FP32 [batch, modalities], in the order of the response parameter `modalities`).
+What inputs, parameters and outputs mean is `service/inference.py`, which any transport shares;
+this module reads and writes HTTP bodies: JSON, or binary tensor data (`service/binary_data.py`).
 Errors are `{"error": "..."}`.
 """
 
 from __future__ import annotations
 
-import math
+import json
 from importlib.metadata import version as package_version
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from service.decoding import InputError
-from service.errors import ApiError, documented
-from service.payloads import file_bytes, media_type, validation_error
-from service.predictor import Options, Prediction
-from service.repository import LoadedModel, UnknownModel
-from service.schemas import (
+from service import inference
+from service.binary_data import (
+    BINARY,
+    HEADER,
+    check_media,
+    encode_response,
+    output_formats,
+    read_inputs,
+    split_body,
+)
+from service.errors import documented
+from service.payloads import media_type, validation_error
+from service.repository import LoadedModel
+from service.schemas_v2 import (
     InferenceRequest,
     InferenceResponse,
     LiveResponse,
@@ -37,6 +42,7 @@ from service.schemas import (
 )
 from service.security import require_api_key
 from service.state import ServiceState, get_state
+from service.tensors import Tensor, to_raw
 
 health = APIRouter(prefix="/v2", tags=["open inference protocol"])
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], dependencies=[Depends(require_api_key)])
@@ -47,12 +53,11 @@ ERRORS = documented(
         401: "Missing or wrong API key",
         404: "Unknown model or version",
         413: "Body over the size limit",
-        415: "Not JSON",
+        415: "Neither JSON nor binary tensor data, or a compressed body",
         503: "Not ready, or shutting down",
     },
 )
-NUMERIC = {"FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
-OUTPUTS = ("label", "score", "probabilities", "fusion_weights")
+EXTENSIONS = ["binary_tensor_data"]
 
 
 @health.get("/health/live", response_model=LiveResponse, summary="Server live")
@@ -89,7 +94,7 @@ async def model_version_ready(model: str, version: str, state: ServiceState = De
 
 @router.get("", response_model=ServerMetadata, responses=ERRORS, summary="Server metadata")
 async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name="anymodal", version=package_version("anymodal"), extensions=[])
+    return ServerMetadata(name="anymodal", version=package_version("anymodal"), extensions=EXTENSIONS)
 
 
 @router.get("/models/{model}", response_model=ModelMetadata, responses=ERRORS, summary="Model metadata")
@@ -109,42 +114,83 @@ async def model_version_metadata(
     return _metadata(state, _get(state, model, version))
 
 
-INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}}},
-    }
+def _binary_examples() -> tuple[str, int, str]:
+    """A binary request (the text "sieben" as binary data), the length of its JSON header, and a
+    binary response (the label "7"), for the OpenAPI document."""
+    text = to_raw(Tensor("text", "BYTES", (1,), [b"sieben"]))
+    size = {"binary_data_size": len(text)}
+    header = json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": size}]})
+    answer = {"model_name": "digits", "model_version": "1", "parameters": {"fusion": "entropy"}}
+    response, _ = encode_response(answer, [Tensor("label", "BYTES", (1,), [b"7"])], {}, True)
+    return header + text.decode("ascii"), len(header), response.decode("ascii")
+
+
+BINARY_REQUEST, BINARY_HEADER_LENGTH, BINARY_RESPONSE = _binary_examples()
+INFER_ROUTE: dict[str, Any] = {
+    "response_model": InferenceResponse,
+    "responses": {
+        **ERRORS,
+        200: {
+            "description": "The outputs: JSON, or with binary tensor data a JSON header of"
+            f" {HEADER} bytes followed by the outputs whose `parameters` have `binary_data_size`",
+            "content": {
+                BINARY: {"schema": {"type": "string", "format": "binary", "examples": [BINARY_RESPONSE]}}
+            },
+            "headers": {
+                HEADER: {
+                    "description": "Binary responses only: the length of the JSON header",
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            },
+        },
+    },
+    "openapi_extra": {
+        "parameters": [
+            {
+                "name": HEADER,
+                "in": "header",
+                "required": False,
+                "description": "Binary tensor data: the length of the JSON header that starts the body",
+                "schema": {"type": "integer", "minimum": 0},
+                "example": BINARY_HEADER_LENGTH,
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+                BINARY: {
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": f"Binary tensor data: an InferenceRequest as JSON, {HEADER} bytes"
+                        " long, then the data of every input whose `parameters` have `binary_data_size`,"
+                        " in the order of the inputs: little-endian, row-major; each BYTES element is its"
+                        " length (4 bytes, little-endian) then its bytes, images and recordings as the"
+                        " files' own bytes",
+                    },
+                    "example": BINARY_REQUEST,
+                },
+            },
+        },
+    },
 }
 
 
-@router.post(
-    "/models/{model}/infer",
-    response_model=InferenceResponse,
-    response_model_exclude_none=True,
-    responses=ERRORS,
-    openapi_extra=INFER_BODY,
-    summary="Inference",
-)
-async def infer(model: str, request: Request, state: ServiceState = Depends(get_state)):
+@router.post("/models/{model}/infer", summary="Inference", **INFER_ROUTE)
+async def infer(model: str, request: Request, state: ServiceState = Depends(get_state)) -> Response:
     return await _infer(state, _get(state, model, None), request)
 
 
-@router.post(
-    "/models/{model}/versions/{version}/infer",
-    response_model=InferenceResponse,
-    response_model_exclude_none=True,
-    responses=ERRORS,
-    openapi_extra=INFER_BODY,
-    summary="Inference",
-)
-async def infer_version(model: str, version: str, request: Request, state: ServiceState = Depends(get_state)):
+@router.post("/models/{model}/versions/{version}/infer", summary="Inference", **INFER_ROUTE)
+async def infer_version(
+    model: str, version: str, request: Request, state: ServiceState = Depends(get_state)
+) -> Response:
     return await _infer(state, _get(state, model, version), request)
 
 
 def _get(state: ServiceState, model: str, version: str | None) -> LoadedModel:
-    if version is not None and not version.isdigit():
-        raise UnknownModel(f"model {model!r} has no version {version!r}; versions are whole numbers")
-    return state.repository.get(model, None if version is None else int(version))
+    return inference.find_model(state.repository, model, version)
 
 
 def _ready(state: ServiceState, model: str, version: str | None) -> JSONResponse:
@@ -154,162 +200,35 @@ def _ready(state: ServiceState, model: str, version: str | None) -> JSONResponse
 
 
 def _metadata(state: ServiceState, loaded: LoadedModel) -> ModelMetadata:
-    inputs = []
-    for name, spec in loaded.manifest.modalities.items():
-        if spec.kind == "tensor":
-            inputs.append(MetadataTensor(name=name, datatype="FP32", shape=[-1, spec.input.length]))  # type: ignore[union-attr]
-        else:
-            inputs.append(MetadataTensor(name=name, datatype="BYTES", shape=[-1]))
-    classes, count = len(loaded.manifest.labels), len(loaded.modalities)
     return ModelMetadata(
         name=loaded.name,
         versions=[str(v) for v in sorted(state.repository.models[loaded.name])],
         platform="anymodal_onnxruntime",
-        inputs=inputs,
-        outputs=[
-            MetadataTensor(name="label", datatype="BYTES", shape=[-1]),
-            MetadataTensor(name="score", datatype="FP32", shape=[-1]),
-            MetadataTensor(name="probabilities", datatype="FP32", shape=[-1, classes]),
-            MetadataTensor(name="fusion_weights", datatype="FP32", shape=[-1, count]),
-        ],
+        inputs=[MetadataTensor(**spec.__dict__) for spec in inference.input_specs(loaded)],
+        outputs=[MetadataTensor(**spec.__dict__) for spec in inference.output_specs(loaded)],
     )
 
 
-async def _infer(state: ServiceState, loaded: LoadedModel, request: Request):
-    media = media_type(request)
-    if media != "application/json":
-        raise ApiError(415, f"content type {media or '(none)'} is not supported; send application/json")
+async def _infer(state: ServiceState, loaded: LoadedModel, request: Request) -> Response:
+    declared = request.headers.get(HEADER)
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    check_media(media_type(request), encoding, framed=declared is not None)
+    header, binary = split_body(await request.body(), declared)
     try:
-        body = InferenceRequest.model_validate_json(await request.body())
+        body = InferenceRequest.model_validate_json(header)
     except ValidationError as error:
         raise validation_error(error, status=400) from None
-    options = _options(body.parameters or {})
-    wanted = [o.name for o in body.outputs] if body.outputs else list(OUTPUTS)
-    unknown = [name for name in wanted if name not in OUTPUTS]
-    if unknown:
-        raise ApiError(
-            400, f"outputs: {unknown[0]!r} is not an output of this model; outputs are {', '.join(OUTPUTS)}"
-        )
-    instances = _instances(body, loaded, state.settings.max_instances)
-    fields = [f"instance {i}" for i in range(len(instances))]
-    predictions = await state.predictor.predict(loaded, instances, fields, options)
-    rule = options.fusion or loaded.manifest.fusion.rule
-    return InferenceResponse(
-        model_name=loaded.name,
-        model_version=str(loaded.version),
-        id=body.id,
-        parameters={
-            "fusion": rule,
-            "modalities": ",".join(loaded.modalities),
-            "request_id": request.state.request_id,
-        },
-        outputs=[_output(name, predictions, loaded) for name in wanted],
+    inputs = read_inputs(body, binary)
+    chosen, default = output_formats(body)
+    requested = [output.name for output in body.outputs] if body.outputs else None
+    result = await inference.infer(
+        state.predictor, loaded, inputs, body.parameters or {}, requested, state.settings.max_instances
     )
-
-
-def _options(parameters: dict[str, Any]) -> Options:
-    fusion = parameters.get("fusion")
-    if fusion is not None and fusion not in ("entropy", "mean"):
-        raise ApiError(400, "parameters.fusion: must be 'entropy' or 'mean'")
-    on_invalid = parameters.get("on_invalid", "reject")
-    if on_invalid not in ("reject", "drop"):
-        raise ApiError(400, "parameters.on_invalid: must be 'reject' or 'drop'")
-    audio_too_long = parameters.get("audio_too_long")
-    if audio_too_long is not None and audio_too_long not in ("crop", "reject"):
-        raise ApiError(400, "parameters.audio_too_long: must be 'crop' or 'reject'")
-    top_k = parameters.get("top_k", 3)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ApiError(400, "parameters.top_k: must be a positive integer")
-    reliability = parameters.get("reliability", "gate")
-    if reliability not in ("gate", "off"):
-        raise ApiError(400, "parameters.reliability: must be 'gate' or 'off'")
-    return Options(
-        fusion=fusion,
-        top_k=top_k,
-        on_invalid=on_invalid,
-        audio_too_long=audio_too_long,
-        reliability=reliability,
-    )
-
-
-def _flatten(data: list[Any]) -> list[Any]:
-    flat: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
-
-
-def _instances(body: InferenceRequest, loaded: LoadedModel, max_instances: int) -> list[dict[str, object]]:
-    if not body.inputs:
-        raise ApiError(400, f"inputs: send at least one of {', '.join(loaded.modalities)}")
-    batch: int | None = None
-    columns: dict[str, list[object]] = {}
-    for position, tensor in enumerate(body.inputs):
-        where = f"inputs[{position}] ({tensor.name})"
-        spec = loaded.manifest.modalities.get(tensor.name)
-        if spec is None:
-            raise ApiError(
-                400,
-                f"{where}: is not an input of {loaded.name!r}; its inputs are {', '.join(loaded.modalities)}",
-            )
-        if tensor.name in columns:
-            raise ApiError(400, f"{where}: is sent twice")
-        if any(not isinstance(d, int) or d < 0 for d in tensor.shape):
-            raise ApiError(400, f"{where}: shape must be non-negative integers")
-        values = _flatten(tensor.data)
-        if len(values) != math.prod(tensor.shape):
-            raise ApiError(
-                400,
-                f"{where}: shape {tensor.shape} needs {math.prod(tensor.shape)} values, not {len(values)}",
-            )
-        if spec.kind == "tensor":
-            length = spec.input.length  # type: ignore[union-attr]
-            if tensor.datatype not in NUMERIC:
-                raise ApiError(
-                    400, f"{where}: datatype must be FP32 (or another numeric type), not {tensor.datatype}"
-                )
-            if len(tensor.shape) != 2 or tensor.shape[1] != length:
-                raise ApiError(400, f"{where}: shape must be [batch, {length}], not {tensor.shape}")
-            rows = [values[i * length : (i + 1) * length] for i in range(tensor.shape[0])]
-        else:
-            if tensor.datatype != "BYTES":
-                raise ApiError(400, f"{where}: datatype must be BYTES, not {tensor.datatype}")
-            if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
-                raise ApiError(400, f"{where}: shape must be [batch] or [batch, 1], not {tensor.shape}")
-            rows = [_bytes_element(v, spec.kind, f"{tensor.name}[{i}]") for i, v in enumerate(values)]
-        if batch is not None and len(rows) != batch:
-            raise ApiError(400, f"{where}: has a batch of {len(rows)}, other inputs have {batch}")
-        batch = len(rows)
-        columns[tensor.name] = rows
-    if not batch:
-        raise ApiError(400, "inputs: the batch is empty")
-    if batch > max_instances:
-        raise ApiError(400, f"inputs: a batch of {batch} is over the limit of {max_instances}; split it")
-    return [{name: rows[i] for name, rows in columns.items()} for i in range(batch)]
-
-
-def _bytes_element(value: object, kind: str, field: str) -> object:
-    if not isinstance(value, str):
-        return InputError(field, "must be a string (BYTES elements are JSON strings)")
-    return value if kind == "text" else file_bytes(value, field)
-
-
-def _output(name: str, predictions: list[Prediction], loaded: LoadedModel) -> dict[str, Any]:
-    batch = len(predictions)
-    if name == "label":
-        return {"name": name, "datatype": "BYTES", "shape": [batch], "data": [p.label for p in predictions]}
-    if name == "score":
-        return {"name": name, "datatype": "FP32", "shape": [batch], "data": [p.score for p in predictions]}
-    if name == "probabilities":
-        classes = len(loaded.manifest.labels)
-        data = [float(v) for p in predictions for v in p.probabilities]
-        return {"name": name, "datatype": "FP32", "shape": [batch, classes], "data": data}
-    data = [p.modalities[m].weight for p in predictions for m in loaded.modalities]
-    return {"name": name, "datatype": "FP32", "shape": [batch, len(loaded.modalities)], "data": data}
+    answer: dict[str, Any] = {"model_name": loaded.name, "model_version": str(loaded.version)}
+    if body.id is not None:
+        answer["id"] = body.id
+    answer["parameters"] = {**result.parameters, "request_id": request.state.request_id}
+    content, length = encode_response(answer, result.outputs, chosen, default)
+    if length is None:
+        return Response(content, media_type="application/json")
+    return Response(content, media_type=BINARY, headers={HEADER: str(length)})

@@ -29,10 +29,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
 from service import api_v1, api_v2, metrics
+from service.binary_data import HEADER
 from service.errors import ApiError, error_response, install_handlers
 from service.predictor import Predictor
 from service.repository import ModelRepository
-from service.schemas import InferenceRequest, PredictRequest
+from service.schemas import PredictRequest
+from service.schemas_v2 import InferenceRequest
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 
@@ -94,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", "X-Request-ID"])  # fmt: skip
+                           allow_headers=["Authorization", "Content-Type", "X-Request-ID", HEADER],
+                           expose_headers=[HEADER])  # fmt: skip
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestContext, state=state)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

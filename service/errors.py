@@ -89,10 +89,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidInputs)
     async def _invalid_inputs(request: Request, exc: InvalidInputs) -> JSONResponse:
-        error = invalid_inputs(exc)
-        if _is_v2(request):
-            error.status = 400
-        return error_response(request, error)
+        return error_response(request, invalid_inputs(exc))
 
     @app.exception_handler(UnknownModel)
     async def _unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:

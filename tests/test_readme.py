@@ -1,7 +1,9 @@
-"""The README's first lines are the two fresh-machine commands, and CI runs the test one."""
+"""The README's first lines are the two fresh-machine commands, and CI runs the test one; its serving
+examples (curl, and the tritonclient one) work as written."""
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +52,27 @@ def test_the_readme_curl_examples_work_as_written(tmp_path: Path) -> None:
                 assert "anymodal_inputs_total" in run.stdout
             else:
                 assert "error" not in json.loads(run.stdout), run.stdout
+
+
+def _triton_example() -> str:
+    """The ```python block of the README's Open Inference Protocol section."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Open Inference Protocol (KServe v2)") : text.index("### Errors")]
+    return section[
+        section.index("```python\n") + len("```python\n") : section.index("\n```", section.index("```python"))
+    ]
+
+
+def test_the_readme_tritonclient_example_works_as_written() -> None:
+    from tests.live import LiveServer
+
+    code = _triton_example()
+    assert 'url="127.0.0.1:8000"' in code
+    with LiveServer() as server:
+        run = subprocess.run(
+            [sys.executable, "-c", code.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    label, states = run.stdout.splitlines()
+    assert label.startswith("7 0.99") and states == "[b'present' b'missing' b'present']"

@@ -215,7 +215,11 @@ def test_tensor_modality(server: LiveServer) -> None:
 
 
 def test_v2_server_and_model_metadata(server: LiveServer) -> None:
-    assert server.client.get("/v2").json() == {"name": "anymodal", "version": "0.1.0", "extensions": []}
+    assert server.client.get("/v2").json() == {
+        "name": "anymodal",
+        "version": "0.1.0",
+        "extensions": ["binary_tensor_data"],
+    }
     assert server.client.get("/v2/health/live").json() == {"live": True}
     assert server.client.get("/v2/health/ready").json() == {"ready": True}
     assert server.client.get("/v2/models/digits/ready").json() == {"name": "digits", "ready": True}
@@ -253,6 +257,27 @@ def test_v2_inference_matches_v1(server: LiveServer) -> None:
     assert outputs["label"]["data"][0] == v1["label"]
     # a batch of 2 against a batch of 1: float32 kernels may differ by batch size
     assert outputs["probabilities"]["data"][int(v1["label"])] == pytest.approx(v1["score"], rel=1e-4)
+
+
+def test_v2_reports_every_modality_as_v1_does(server: LiveServer) -> None:
+    body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["sieben"]}]}
+    answer = server.client.post("/v2/models/digits/infer", json=body)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json", answer.text
+    result = answer.json()
+    assert result["parameters"]["modalities"] == "image,audio,text"
+    outputs = {o["name"]: o for o in result["outputs"]}  # none requested: all of them, as JSON
+    assert list(outputs) == [o["name"] for o in server.client.get("/v2/models/digits").json()["outputs"]]
+    assert outputs["modality_states"] == {
+        "name": "modality_states",
+        "shape": [1, 3],
+        "datatype": "BYTES",
+        "data": ["missing", "missing", "present"],
+    }
+    assert outputs["modality_labels"]["data"] == ["", "", "7"]
+    assert outputs["modality_confidences"]["data"][:2] == [0, 0] and outputs["reliable"]["data"] == [True]
+    v1 = server.client.post("/v1/predict", json={"inputs": {"text": "sieben"}}).json()
+    assert [v1["modalities"][m]["state"] for m in MODALITIES] == outputs["modality_states"]["data"]
+    assert outputs["modality_confidences"]["data"][2] == pytest.approx(v1["modalities"]["text"]["confidence"])
 
 
 def test_v2_tensor_input_and_parameters(server: LiveServer) -> None:
