@@ -57,7 +57,6 @@ ERRORS = documented(
         503: "Not ready, or shutting down",
     },
 )
-EXTENSIONS = ["binary_tensor_data"]
 
 
 @health.get("/health/live", response_model=LiveResponse, summary="Server live")
@@ -94,7 +93,9 @@ async def model_version_ready(model: str, version: str, state: ServiceState = De
 
 @router.get("", response_model=ServerMetadata, responses=ERRORS, summary="Server metadata")
 async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name="anymodal", version=package_version("anymodal"), extensions=EXTENSIONS)
+    return ServerMetadata(
+        name="anymodal", version=package_version("anymodal"), extensions=inference.EXTENSIONS
+    )
 
 
 @router.get("/models/{model}", response_model=ModelMetadata, responses=ERRORS, summary="Model metadata")
@@ -203,7 +204,7 @@ def _metadata(state: ServiceState, loaded: LoadedModel) -> ModelMetadata:
     return ModelMetadata(
         name=loaded.name,
         versions=[str(v) for v in sorted(state.repository.models[loaded.name])],
-        platform="anymodal_onnxruntime",
+        platform=inference.PLATFORM,
         inputs=[MetadataTensor(**spec.__dict__) for spec in inference.input_specs(loaded)],
         outputs=[MetadataTensor(**spec.__dict__) for spec in inference.output_specs(loaded)],
     )

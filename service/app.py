@@ -1,8 +1,10 @@
 """The FastAPI application: lifecycle, middleware, routes.
 
-Start: every bundle is verified, loaded and warmed up before readiness turns 200. SIGTERM (or
-Ctrl-C): readiness turns 503 at once, requests in flight finish (up to `drain_seconds`), then the
-server exits. `create_app` is the factory uvicorn imports in every worker.
+Start: every bundle is verified, loaded and warmed up before readiness turns 200; then the gRPC
+server (`service/grpc_server.py`) starts in the same event loop. SIGTERM (or Ctrl-C): readiness
+turns 503 at once, requests in flight (HTTP and gRPC) finish (up to `drain_seconds`), then the
+server exits, stopping the gRPC server last. `create_app` is the factory uvicorn imports in every
+worker.
 """
 
 from __future__ import annotations
@@ -10,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import signal
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import version as package_version
 from types import FrameType
 from typing import Any
@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
 
-from service import api_v1, api_v2, metrics
+from service import api_v1, api_v2, metrics, payloads
 from service.binary_data import HEADER
 from service.errors import ApiError, error_response, install_handlers
 from service.predictor import Predictor
@@ -39,7 +39,6 @@ from service.settings import Settings, get_settings
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -67,7 +66,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             watcher = asyncio.create_task(state.repository.watch(settings.repository_poll_seconds))
         _drain_on_signals(state, asyncio.get_running_loop())
         try:
-            yield
+            async with AsyncExitStack() as transports:
+                if settings.grpc_port:
+                    # Imported here, not at the top: the gRPC stubs register the protocol's
+                    # `inference.*` messages in protobuf's default pool, where no other copy of
+                    # them (tritonclient's, KServe's) can sit beside them; a process that only
+                    # builds the app (`anymodal openapi`, tests) need not load them.
+                    from service import grpc_server
+
+                    await transports.enter_async_context(grpc_server.serving(state))
+                yield
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -189,7 +197,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         offered = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = offered if REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request_id = payloads.request_id(offered)
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = time.perf_counter()

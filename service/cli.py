@@ -24,19 +24,29 @@ app.callback()(configure_logging)
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [ANYMODAL_HOST, 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port [ANYMODAL_PORT, 8000]")] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="gRPC port; 0 turns gRPC off [ANYMODAL_GRPC_PORT, 8001]")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [ANYMODAL_WORKERS, 1]")] = None,
     repository: Annotated[
         Path | None, typer.Option(help="Model repository [ANYMODAL_MODEL_REPOSITORY, ./models]")
     ] = None,
 ) -> None:
-    """Serve every model of the repository over HTTP (anymodal /v1 and Open Inference Protocol /v2).
-    Every other setting comes from ANYMODAL_* environment variables; see the README."""
+    """Serve every model of the repository over HTTP (anymodal /v1 and Open Inference Protocol /v2)
+    and the Open Inference Protocol over gRPC. Every other setting comes from ANYMODAL_* environment
+    variables; see the README."""
     from pydantic import ValidationError
 
     from service.server import run
     from service.settings import Settings
 
-    overrides = {"HOST": host, "PORT": port, "WORKERS": workers, "MODEL_REPOSITORY": repository}
+    overrides = {
+        "HOST": host,
+        "PORT": port,
+        "GRPC_PORT": grpc_port,
+        "WORKERS": workers,
+        "MODEL_REPOSITORY": repository,
+    }
     for name, value in overrides.items():
         if value is not None:
             os.environ[f"ANYMODAL_{name}"] = str(value)

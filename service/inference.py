@@ -1,7 +1,7 @@
 """The Open Inference Protocol's inference, whatever carries it: request tensors and parameters to
 the predictor's instances and options, and predictions to output tensors. The REST routes
-(`service/api_v2.py`) call `find_model`, `infer`, `input_specs` and `output_specs`; a gRPC server
-calls the same.
+(`service/api_v2.py`) call `find_model`, `infer`, `input_specs` and `output_specs`; the gRPC
+server (`service/grpc_server.py`) calls the same.
 
 Inputs are named by modality: images, recordings and text are BYTES of shape [batch] or
 [batch, 1]; tensor modalities are numeric (FP32 or any other) of shape [batch, length]. A modality
@@ -39,6 +39,10 @@ from service.predictor import InvalidInputs, Options, Prediction, Predictor
 from service.repository import LoadedModel, ModelRepository, UnknownModel
 from service.tensors import NUMERIC, Tensor
 
+# The protocol extensions this server supports, whichever transport asks (Triton lists the same
+# ones over HTTP and gRPC), and the platform its model metadata names.
+EXTENSIONS = ["binary_tensor_data"]
+PLATFORM = "anymodal_onnxruntime"
 OUTPUTS = (
     "label",
     "score",

@@ -1,12 +1,23 @@
-"""Reading request bodies: content types, base64 file payloads, body validation errors."""
+"""Reading requests: request ids, content types, base64 file payloads, body validation errors."""
 
 from __future__ import annotations
+
+import re
+import uuid
 
 from fastapi import Request
 from pydantic import ValidationError
 
 from service.decoding import InputError, decode_base64
 from service.errors import ApiError, describe
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id(offered: str) -> str:
+    """The client's request id (`X-Request-ID`, or gRPC's `x-request-id` metadata) when it is a
+    sane one, else a new one: it ends up in logs and answers, so arbitrary text is not echoed."""
+    return offered if REQUEST_ID.match(offered) else uuid.uuid4().hex
 
 
 def media_type(request: Request) -> str:

@@ -14,7 +14,8 @@ from service.settings import Settings
 
 def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT. Workers read their settings from the environment, so the caller
-    puts any overrides there first. Several workers share one metrics directory."""
+    puts any overrides there first. Several workers share one metrics directory; each runs its own
+    gRPC server (`service/grpc_server.py`), all bound to the gRPC port with SO_REUSEPORT."""
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         folder = tempfile.mkdtemp(prefix="anymodal-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     default_model: str | None = Field(None, description="Model of /v1/predict; default: the first by name")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int = Field(8001, ge=0, le=65535, description="Port of the gRPC server; 0: no gRPC")
     workers: int = Field(1, ge=1, le=64)
 
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -45,6 +46,12 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(30.0, ge=0, description="Longest wait for in-flight requests on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(False, description="Log every request (the metrics count them anyway)")
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(f"the gRPC port and the HTTP port are both {self.port}: give gRPC another")
+        return self
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

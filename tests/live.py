@@ -31,9 +31,18 @@ def copy_repository(target: Path) -> Path:
 
 
 class LiveServer:
-    def __init__(self, repository: Path = MODELS, workers: int = 1, **settings: object) -> None:
+    """`url` is its HTTP base URL; `grpc_url` its gRPC address (`host:port`): on a free port unless
+    `grpc_port` names one (0: no gRPC)."""
+
+    def __init__(
+        self, repository: Path = MODELS, workers: int = 1, grpc_port: int | None = None, **settings: object
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        while grpc_port is None or grpc_port == self.port:
+            grpc_port = free_port()
+        self.grpc_port = grpc_port
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         env = {
             k: v
             for k, v in os.environ.items()
@@ -48,6 +57,8 @@ class LiveServer:
             "serve",
             "--port",
             str(self.port),
+            "--grpc-port",
+            str(self.grpc_port),
             "--workers",
             str(workers),
         ]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tritonclient.grpc as grpcclient
 import yaml
 
 from tests.live import ROOT, LiveServer, copy_repository, fixture, free_port
@@ -96,7 +97,10 @@ def test_final_stage_runs_as_non_root_with_exec_form_entrypoint_and_readiness_he
     assert "/v2/health/ready" in dict(final)["HEALTHCHECK"]
     assert "pip" not in " ".join(a for n, a in final if n == "RUN")  # nothing installed in the final stage
     env = env_of(final)
-    assert {"ANYMODAL_MODEL_REPOSITORY", "ANYMODAL_PORT", "ANYMODAL_WORKERS"} <= set(env)
+    assert {"ANYMODAL_MODEL_REPOSITORY", "ANYMODAL_PORT", "ANYMODAL_GRPC_PORT", "ANYMODAL_WORKERS"} <= set(
+        env
+    )
+    assert dict(final)["EXPOSE"].split() == [env["ANYMODAL_PORT"], env["ANYMODAL_GRPC_PORT"]]
     assert names.index("USER") > names.index("COPY")
 
 
@@ -135,7 +139,7 @@ def test_installing_as_the_dockerfile_does_gives_a_server_that_answers_ready(tmp
         if name == "COPY" and "--from=" not in arguments:
             item, _ = shlex.split(arguments)
             shutil.copytree(ROOT / item, models)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     run_env = {k: v for k, v in os.environ.items() if not k.startswith("ANYMODAL_")}
     run_env |= {
         k: v.replace("$PATH", os.environ["PATH"]).replace("/opt/anymodal", str(venv))
@@ -144,6 +148,7 @@ def test_installing_as_the_dockerfile_does_gives_a_server_that_answers_ready(tmp
     run_env |= {
         "ANYMODAL_MODEL_REPOSITORY": str(models),
         "ANYMODAL_PORT": str(port),
+        "ANYMODAL_GRPC_PORT": str(grpc_port),
         "ANYMODAL_HOST": "127.0.0.1",
     }
     entrypoint = json.loads(dict(final)["ENTRYPOINT"])
@@ -162,6 +167,9 @@ def test_installing_as_the_dockerfile_does_gives_a_server_that_answers_ready(tmp
             pytest.fail("the image's command never answered its own healthcheck")
         answer = httpx.post(f"http://127.0.0.1:{port}/v1/predict", files={"text": (None, "sieben")})
         assert answer.status_code == 200 and answer.json()["label"] == "7"
+        triton = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")  # the serve extra has gRPC
+        assert triton.is_server_ready() and triton.get_server_metadata().name == "anymodal"
+        triton.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -190,7 +198,7 @@ def test_compose_file_matches_the_compose_spec_and_mounts_files_that_exist() -> 
         / spec["services"]["anymodal"]["build"]["dockerfile"]
     ).is_file()
     published = {p.split(":")[0] for s in spec["services"].values() for p in s.get("ports", [])}
-    assert published == {"8000", "9090", "3000"}
+    assert published == {"8000", "8001", "9090", "3000"}
     readme = (ROOT / "README.md").read_text()
     assert all(f"localhost:{port}" in readme for port in published)
 
@@ -225,6 +233,8 @@ def test_kubernetes_objects_fit_together() -> None:
     service = yaml.safe_load((KUBERNETES / "service.yaml").read_text())
     monitor = yaml.safe_load((KUBERNETES / "podmonitor.yaml").read_text())
     inference = yaml.safe_load((KUBERNETES / "inferenceservice.yaml").read_text())
+    inference_grpc = yaml.safe_load((KUBERNETES / "inferenceservice-grpc.yaml").read_text())
+    image = env_of(stages(DOCKER / "Dockerfile")[-1])
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
     labels = pod["metadata"]["labels"]
@@ -234,6 +244,9 @@ def test_kubernetes_objects_fit_together() -> None:
         service["spec"]["selector"].items() <= labels.items()
         and service["spec"]["ports"][0]["targetPort"] in ports
     )
+    assert ports["http"] == int(image["ANYMODAL_PORT"]) and ports["grpc"] == int(image["ANYMODAL_GRPC_PORT"])
+    grpc_service = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert grpc_service["targetPort"] == "grpc" and grpc_service["appProtocol"] == "grpc"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
@@ -256,6 +269,20 @@ def test_kubernetes_objects_fit_together() -> None:
     assert predictor["name"] == "kserve-container" and predictor["image"] == container["image"]
     assert {"name": "ANYMODAL_PORT", "value": str(port)} in predictor["env"]
     assert predictor["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
+    assert {"name": "PROTOCOL", "value": "v2"} in predictor["env"]
+
+    # the gRPC variant: KServe exposes one port, named h2c for gRPC, where the gRPC server listens
+    assert (inference_grpc["apiVersion"], inference_grpc["kind"]) == (
+        inference["apiVersion"],
+        inference["kind"],
+    )
+    predictor = inference_grpc["spec"]["predictor"]["containers"][0]
+    (exposed,) = predictor["ports"]
+    assert exposed["name"] == "h2c" and predictor["image"] == container["image"]
+    assert {"name": "ANYMODAL_GRPC_PORT", "value": str(exposed["containerPort"])} in predictor["env"]
+    assert {"name": "PROTOCOL", "value": "v2"} in predictor["env"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert predictor[probe] == {"tcpSocket": {"port": exposed["containerPort"]}}
 
 
 # -- Prometheus: rules, their unit tests, and the dashboard against real data ------------------

@@ -1,5 +1,5 @@
 """The README's first lines are the two fresh-machine commands, and CI runs the test one; its serving
-examples (curl, and the tritonclient one) work as written."""
+examples (curl, and the tritonclient ones over HTTP and gRPC) work as written."""
 
 import json
 import subprocess
@@ -54,10 +54,10 @@ def test_the_readme_curl_examples_work_as_written(tmp_path: Path) -> None:
                 assert "error" not in json.loads(run.stdout), run.stdout
 
 
-def _triton_example() -> str:
-    """The ```python block of the README's Open Inference Protocol section."""
+def _triton_example(start: str = "### Open Inference Protocol (KServe v2)") -> str:
+    """The first ```python block of the README's Open Inference Protocol section after `start`."""
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Open Inference Protocol (KServe v2)") : text.index("### Errors")]
+    section = text[text.index(start) : text.index("### Errors")]
     return section[
         section.index("```python\n") + len("```python\n") : section.index("\n```", section.index("```python"))
     ]
@@ -71,6 +71,21 @@ def test_the_readme_tritonclient_example_works_as_written() -> None:
     with LiveServer() as server:
         run = subprocess.run(
             [sys.executable, "-c", code.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    label, states = run.stdout.splitlines()
+    assert label.startswith("7 0.99") and states == "[b'present' b'missing' b'present']"
+
+
+def test_the_readme_grpc_example_works_as_written() -> None:
+    from tests.live import LiveServer
+
+    code = _triton_example("#### gRPC")
+    assert "import tritonclient.grpc" in code and 'url="127.0.0.1:8001"' in code
+    with LiveServer() as server:
+        run = subprocess.run(
+            [sys.executable, "-c", code.replace("127.0.0.1:8001", server.grpc_url)],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert run.returncode == 0, run.stderr
