@@ -101,7 +101,7 @@ def http_call(url: str, binary: bool) -> Callable[[], str]:
         if not hasattr(local, "client"):
             local.client = httpclient.InferenceServerClient(host)
         result = local.client.infer(MODEL, inputs, outputs=outputs)
-        return result.as_numpy("label")[0].decode()
+        return _text(result.as_numpy("label")[0])
 
     return call
 
@@ -115,9 +115,14 @@ def grpc_call(address: str) -> Callable[[], str]:
         if not hasattr(local, "client"):
             local.client = grpcclient.InferenceServerClient(address)
         result = local.client.infer(MODEL, inputs, outputs=outputs)
-        return result.as_numpy("label")[0].decode()
+        return _text(result.as_numpy("label")[0])
 
     return call
+
+
+def _text(label: bytes | str) -> str:
+    """A BYTES element: bytes from binary outputs, str from JSON ones."""
+    return label.decode() if isinstance(label, bytes) else str(label)
 
 
 def server_cpu_seconds(pid: int) -> float:

@@ -20,6 +20,7 @@ One implementation, used by training (to fit it and to evaluate) and by the serv
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
 
@@ -44,12 +45,18 @@ class Layer:
         return np.log((self.distances(probes) + floor) / (self.median + floor))
 
     def distances(self, probes: np.ndarray) -> np.ndarray:
-        """(B,) squared Mahalanobis distance of each row to its nearest class mean."""
+        """(B,) squared Mahalanobis distance of each row to its nearest class mean:
+        x P x - 2 x P mu_c + mu_c P mu_c, with P symmetric."""
         x = probes.astype(np.float64)
-        quadratic = np.einsum("bi,ij,bj->b", x, self.precision, x)
-        cross = x @ self.precision @ self.means.T
-        offsets = np.einsum("ci,ij,cj->c", self.means, self.precision, self.means)
-        return np.maximum(quadratic[:, None] - 2 * cross + offsets[None], 0.0).min(axis=1)
+        projected = x @ self.precision
+        quadratic = (projected * x).sum(axis=1)
+        return np.maximum(quadratic[:, None] - 2 * projected @ self.means.T + self._offsets[None], 0.0).min(
+            axis=1
+        )
+
+    @cached_property
+    def _offsets(self) -> np.ndarray:
+        return ((self.means @ self.precision) * self.means).sum(axis=1)
 
 
 @dataclass(frozen=True)
