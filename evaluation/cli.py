@@ -191,6 +191,7 @@ def _run(
     except (DatasetError, ExperimentError, ExportError, WorkflowError) as error:
         raise _fail(str(error)) from None
     typer.echo(f"published {bundle}; report: {bundle / 'report.md'}")
+    typer.echo(f"serve it with: anymodal serve --repository {bundle.parent.parent}")
 
 
 def register(app: typer.Typer) -> None:

@@ -56,6 +56,7 @@ def test_build_and_train_a_tiny_model_at_two_seeds(shared_data: Path, tmp_path: 
     train += ["--models", str(tmp_path / "models"), "--runs", str(tmp_path / "runs"), "--quiet"]
     trained = runner.invoke(app, [*train, "--seeds", "0,1"])
     assert trained.exit_code == 0, trained.output
+    assert f"serve it with: anymodal serve --repository {tmp_path / 'models'}" in trained.output
     assert time.perf_counter() - started < 240
 
     for seed in (0, 1):
