@@ -63,13 +63,27 @@ def parse_config(values: dict) -> Config:
     try:
         config = _adapter.validate_python(values)
     except ValidationError as error:
-        raise ConfigError(str(error)) from None
+        raise ConfigError("; ".join(_describe(problem) for problem in error.errors())) from None
     if not config.modalities:
         raise ConfigError("modalities: name at least one modality")
     for name in config.modalities:
         if not name.isidentifier() or name == "label":
             raise ConfigError(f"modalities.{name}: use a simple identifier other than 'label'")
     return config
+
+
+def _describe(problem: dict) -> str:
+    """One validation problem as `field.path: what is wrong`, with the fix where it is plain.
+    A modality's kind appears once, not also as the tagged union's branch."""
+    parts = [str(p) for p in problem["loc"]]
+    if len(parts) >= 3 and parts[0] == "modalities" and parts[2] in ("image", "audio", "text", "tensor"):
+        del parts[2]
+    field = ".".join(parts) or "config"
+    if problem["type"] == "missing":
+        return f"{field}: is required; add it to the config"
+    if problem["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"{field}: is not a setting here; remove it or check its spelling"
+    return f"{field}: {problem['msg']}"
 
 
 def load_config(path: Path) -> Config:
