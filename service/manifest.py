@@ -25,8 +25,8 @@ class ImageContract(_Strict):
     """An image is resized to `width` x `height`, converted to `mode`, scaled to [0, 1], normalized."""
 
     kind: Literal["image"] = "image"
-    width: int = Field(gt=0, le=1024)
-    height: int = Field(gt=0, le=1024)
+    width: int = Field(32, gt=0, le=1024)
+    height: int = Field(32, gt=0, le=1024)
     mode: Literal["L", "RGB"] = "L"
     mean: float = 0.0
     std: float = Field(default=1.0, gt=0)
@@ -46,8 +46,8 @@ class AudioContract(_Strict):
     (`"reject"`); a request can override this with its `audio_too_long` option."""
 
     kind: Literal["audio"] = "audio"
-    sample_rate: int = Field(gt=0)
-    max_seconds: float = Field(gt=0)
+    sample_rate: int = Field(16000, gt=0)
+    max_seconds: float = Field(2.0, gt=0)
     too_long: TooLong = "crop"
     n_fft: int = Field(default=256, gt=0)
     hop_length: int = Field(default=128, gt=0)
@@ -68,7 +68,7 @@ class TextContract(_Strict):
     """Text is encoded as UTF-8 bytes; at most `max_length` bytes are accepted."""
 
     kind: Literal["text"] = "text"
-    max_length: int = Field(gt=0, le=4096)
+    max_length: int = Field(64, gt=0, le=4096)
 
 
 class TensorContract(_Strict):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.digits import DigitsOptions, build_digits
+from training.digits import DigitsOptions, build_digits, read_pendigits
 
 pytestmark = pytest.mark.shared_data
 
@@ -81,3 +81,12 @@ def test_deterministic_given_the_seed(shared_data: Path, built: Path, tmp_path: 
     assert _digest(tmp_path / "again") == _digest(built)
     build_digits(shared_data, tmp_path / "other", DigitsOptions(limit=60, seed=1), progress=False)
     assert _digest(tmp_path / "other") != _digest(built)
+
+
+def test_pendigits_rows_read_as_uci_publishes_them_and_one_hot(tmp_path: Path) -> None:
+    coordinates = ",".join(str(v) for v in range(16))
+    path = tmp_path / "pendigits.tra"
+    path.write_text(f"{coordinates},8\n{coordinates},0000000100\nheader,row\n{coordinates}, 3\n")
+    points, labels = read_pendigits(path)
+    assert labels.tolist() == [8, 7, 3]
+    assert points.shape == (3, 16) and points[0, 15] == 15

@@ -86,14 +86,20 @@ def read_optdigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_pendigits(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of 16 coordinates (0..100) and the digit, written as a one-hot string (`0000000010` is 8)."""
+    """Rows of 16 coordinates (0..100) and the digit: as UCI publishes it (`8`), or as a one-hot
+    string (`0000000010` is 8), as some re-publishers write it."""
     points, labels = [], []
     for line in path.read_text().splitlines():
-        fields = line.strip().split(",")
-        if len(fields) != 17 or len(fields[16]) != 10:
+        fields = [field.strip() for field in line.strip().split(",")]
+        label = fields[16] if len(fields) == 17 else ""
+        if len(label) == 10 and set(label) <= {"0", "1"} and label.count("1") == 1:
+            digit = label.index("1")
+        elif len(label) == 1 and label.isdigit():
+            digit = int(label)
+        else:
             continue
         points.append([int(v) for v in fields[:16]])
-        labels.append(fields[16].index("1"))
+        labels.append(digit)
     if not points:
         raise SourceError(f"{path}: no pendigits rows")
     return np.array(points, dtype=np.int64), np.array(labels, dtype=np.int64)
