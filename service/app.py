@@ -19,11 +19,13 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import version as package_version
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
@@ -39,6 +41,7 @@ from service.settings import Settings, get_settings
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
+DEMO = Path(__file__).with_name("demo")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -96,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_v1.router)
     app.include_router(api_v2.health)
     app.include_router(api_v2.router)
+
+    if settings.demo:  # the browser demo page: static files calling the /v1 API
+        app.mount("/demo", StaticFiles(directory=DEMO, html=True), name="demo")
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

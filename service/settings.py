@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(30.0, ge=0, description="Longest wait for in-flight requests on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(False, description="Log every request (the metrics count them anyway)")
+    demo: bool = Field(True, description="Serve the browser demo page at /demo")
 
     @model_validator(mode="after")
     def _ports_differ(self) -> Settings:

@@ -50,8 +50,41 @@ def test_the_readme_curl_examples_work_as_written(tmp_path: Path) -> None:
             assert run.returncode == 0, (command, run.stderr, run.stdout)
             if "/metrics" in command:
                 assert "anymodal_inputs_total" in run.stdout
-            else:
-                assert "error" not in json.loads(run.stdout), run.stdout
+                continue
+            answer = json.loads(run.stdout)
+            assert "error" not in answer, run.stdout
+            expected = _implied_label(command)
+            if expected is not None:
+                assert answer["label"] == expected, (command, answer["label"])
+            if command == commands[0]:
+                _check_against_the_shown_answer(answer)
+
+
+def _implied_label(command: str) -> str | None:
+    """The digit a predict command's inputs show (a fixture's name, or a number word)."""
+    if "/predict" not in command or "instances" in command:
+        return None
+    for digit, words in (("7", ("digit_7", "sieben")), ("3", ("digit_3", "three", "drei"))):
+        if any(word in command for word in words):
+            return digit
+    return None
+
+
+def _check_against_the_shown_answer(answer: dict) -> None:
+    """The README's JSON answer is the first curl's: same label, and every modality's state and
+    own label; the probabilities to the three decimals shown."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index('```json\n{\n  "label"')
+    shown = json.loads(text[start + len("```json\n") : text.index("```", start + 7)])
+    assert answer["label"] == shown["label"] and answer["reliable"] == shown["reliable"]
+    assert abs(answer["score"] - shown["score"]) < 1e-4
+    for m, report in shown["modalities"].items():
+        got = answer["modalities"][m]
+        assert (got["state"], got["label"]) == (report["state"], report["label"]), m
+        assert (
+            abs(got["weight"] - report["weight"]) < 1e-3
+            and abs(got["confidence"] - report["confidence"]) < 1e-3
+        )
 
 
 def _triton_example(start: str = "### Open Inference Protocol (KServe v2)") -> str:
