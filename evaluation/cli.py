@@ -5,6 +5,7 @@ line nothing."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import asdict
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from training.cli import DEFAULT_SOURCE, DIGITS_CONFIG
+from training.cli import DEFAULT_SOURCE, DIGITS_CONFIG, json_logging
 
 SeedsOption = Annotated[
     str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2; the report gives intervals over them.")
@@ -134,8 +135,6 @@ def evaluate(
     force: ForceOption = False,
 ) -> None:
     """Evaluate already trained seeds again (report and publish), without training."""
-    import json
-
     from evaluation.workflow import WorkflowError, evaluate_runs, publish
     from service.manifest import BundleError, read_manifest
 
@@ -185,13 +184,33 @@ def _run(
                 version,
                 force,
                 skip_bad_rows,
-                not quiet,
+                not quiet and not json_logging(),
                 provenance,
             )
     except (DatasetError, ExperimentError, ExportError, WorkflowError) as error:
         raise _fail(str(error)) from None
+    if not quiet:
+        typer.echo(summary_table(json.loads((bundle / "metrics.json").read_text())))
     typer.echo(f"published {bundle}; report: {bundle / 'report.md'}")
     typer.echo(f"serve it with: anymodal serve --repository {bundle.parent.parent}")
+
+
+def summary_table(metrics: dict) -> str:
+    """Clean test accuracy (%) of every subset for each system: mean over seeds, and their range."""
+    from evaluation.summary import VARIANTS
+
+    matrix = metrics["matrix"]
+    variants = [v for v in VARIANTS if v in matrix]
+    width = max(len(subset) for subset in matrix["mla"]) + 2
+    lines = ["test accuracy (%), clean: mean (lowest-highest seed)"]
+    lines.append(("".ljust(width) + "".join(VARIANTS[v].ljust(26) for v in variants)).rstrip())
+    for subset in matrix["mla"]:
+        cells = [matrix[v][subset]["clean"] for v in variants]
+        row = "".join(
+            f"{100 * c['mean']:.1f} ({100 * c['min']:.1f}-{100 * c['max']:.1f})".ljust(26) for c in cells
+        )
+        lines.append((subset.ljust(width) + row).rstrip())
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -62,12 +63,38 @@ def register(app: typer.Typer) -> None:
     app.command("build-digits")(build_digits)
 
 
-def configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for CI logs and log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def json_logging() -> bool:
+    """Whether logs go out as JSON lines, where progress bars would only garble them."""
+    return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
+
+
+def configure_logging(
+    verbose: Annotated[bool, typer.Option(help="Log every epoch of every model.")] = False,
+    log_format: Annotated[
+        str, typer.Option(help="`text`, or `json`: one JSON object per line, for CI logs.")
+    ] = "text",
+) -> None:
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("use `text` or `json`", param_hint="--log-format")
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     for chatty in ("onnxscript", "onnx_ir"):  # the ONNX exporter narrates every pass
         logging.getLogger(chatty).setLevel(logging.WARNING)
 

@@ -82,6 +82,7 @@ def train_model(
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
     started = time.perf_counter()
+    bar = tqdm(total=config.epochs, desc=name, unit="epoch", leave=False, disable=not progress)
     for epoch in range(1, config.epochs + 1):
         model.train()
         epoch_started = time.perf_counter()
@@ -89,8 +90,7 @@ def train_model(
         kept = {m: [] for m in model.modalities}  # HGM: share of the head gradient kept, per step
         order = torch.randperm(len(train), generator=shuffle)
         batches = order.split(config.batch_size)
-        bar = tqdm(batches, desc=f"{name} {epoch}/{config.epochs}", leave=False, disable=not progress)
-        for batch in bar:
+        for batch in batches:
             if method == "mla":
                 for m in model.modalities:
                     rows = batch[train.present[m][batch]]
@@ -106,7 +106,6 @@ def train_model(
                     model, train, batch, encoder_opt, head_opt
                 ).items():
                     totals[m] += (loss * count, correct, count)
-            bar.set_postfix_str(_postfix(totals))
         schedule.step()
         head_opt.lr = config.head_lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
 
@@ -129,7 +128,9 @@ def train_model(
         if log_path is not None:
             with log_path.open("a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")
-        log.info(
+        bar.update()
+        bar.set_postfix_str(f"val nll {val_nll:.3f} acc {val_fused:.3f}")
+        log.debug(
             "%s epoch %d: train %s | val fused nll %.4f acc %.4f, %s%s",
             name, epoch, _postfix(totals), val_nll, val_fused,
             " ".join(f"{m} {a:.3f}" for m, a in val_accuracy.items()),
@@ -144,9 +145,15 @@ def train_model(
             if stale >= config.patience:
                 log.info("%s: no lower validation NLL for %d epochs, stopping", name, stale)
                 break
+    bar.close()
     model.load_state_dict(best_state)
     model.eval()
     history.seconds = time.perf_counter() - started
+    log.info(
+        "%s: %d epochs in %.0f s, best epoch %d (validation NLL %.4f, fused accuracy %.4f)",
+        name, len(history.epochs), history.seconds, history.best_epoch, history.best_val_nll,
+        history.best_val_accuracy,
+    )  # fmt: skip
     return history
 
 
