@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from evaluation.cli import register as register_evaluation
+from service.client_cli import register as register_client
 from training.cli import configure_logging
 from training.cli import register as register_training
 
@@ -77,3 +78,4 @@ def openapi(
 
 register_training(app)
 register_evaluation(app)
+register_client(app)

@@ -1,10 +1,12 @@
 """Shared fixtures. Tests marked `shared_data` read the real benchmark data in ../shared/data (or
-$ANYMODAL_SHARED_DATA); tests marked `prometheus` run Debian's prometheus and promtool. They skip
-where these are absent, unless ANYMODAL_REQUIRE_SHARED_DATA=1 or ANYMODAL_REQUIRE_PROMETHEUS=1
-(both set by CI) turn the absence into a failure."""
+$ANYMODAL_SHARED_DATA); tests marked `prometheus` run Debian's prometheus and promtool; tests marked
+`chromium` drive Debian's chromium with playwright. They skip where these are absent, unless
+ANYMODAL_REQUIRE_SHARED_DATA=1, ANYMODAL_REQUIRE_PROMETHEUS=1 or ANYMODAL_REQUIRE_CHROMIUM=1 (all
+set by CI) turn the absence into a failure."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ANYMODAL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+CHROMIUM = "/usr/bin/chromium"
 
 
 REQUIREMENTS = {
@@ -28,6 +31,11 @@ REQUIREMENTS = {
         lambda: shutil.which("prometheus") is not None and shutil.which("promtool") is not None,
         "Prometheus and promtool (Debian package prometheus)",
         "ANYMODAL_REQUIRE_PROMETHEUS",
+    ),
+    "chromium": (
+        lambda: Path(CHROMIUM).is_file() and importlib.util.find_spec("playwright") is not None,
+        f"Chromium ({CHROMIUM}, Debian package chromium) and the playwright package",
+        "ANYMODAL_REQUIRE_CHROMIUM",
     ),
 }
 
