@@ -116,7 +116,9 @@ def test_bad_seeds_are_refused_with_the_fix(tmp_path: Path, seeds: str) -> None:
 
 
 def test_config_errors_name_the_field_and_the_fix(tmp_path: Path) -> None:
-    (tmp_path / "bad.toml").write_text('name = "x"\n[modalities.sensor]\nkind = "tensor"\n[train]\nepoch = 3\n')
+    (tmp_path / "bad.toml").write_text(
+        'name = "x"\n[modalities.sensor]\nkind = "tensor"\n[train]\nepoch = 3\n'
+    )
     result = CliRunner().invoke(app, ["train", str(tmp_path / "bad.toml"), "--data", str(tmp_path)])
     assert result.exit_code == 2
     assert "bad.toml" in result.output
