@@ -40,19 +40,20 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from evaluation.corruptions import corrupt, families  # noqa: E402
-from evaluation.robustness import (  # noqa: E402
+from anymodal.evaluation.corruptions import corrupt, families  # noqa: E402
+from anymodal.evaluation.robustness import (  # noqa: E402
     CLEAN,
     EVALUATION_SEED,
     TestInputs,
     condition_name,
     parse_condition,
 )
-from evaluation.runner import Answers, BundleRunner, encoder_inputs  # noqa: E402
-from service.decoding import decode  # noqa: E402
-from service.manifest import AudioContract, ImageContract, InputContract  # noqa: E402
+from anymodal.evaluation.runner import Answers, BundleRunner, encoder_inputs  # noqa: E402
+from anymodal.service.decoding import decode  # noqa: E402
+from anymodal.service.manifest import AudioContract, ImageContract, InputContract  # noqa: E402
+from anymodal.training.dataset import read_split  # noqa: E402
+
 from tests.live import LiveServer  # noqa: E402
-from training.dataset import read_split  # noqa: E402
 
 DEFAULT_SEVERITY = 2
 

@@ -35,9 +35,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.predictor import Options, Predictor  # noqa: E402
-from service.repository import ModelRepository  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from anymodal.service.predictor import Options, Predictor  # noqa: E402
+from anymodal.service.repository import ModelRepository  # noqa: E402
+from anymodal.service.settings import Settings  # noqa: E402
+
 from tests.live import LiveServer  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"

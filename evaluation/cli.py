@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from training.cli import DEFAULT_SOURCE, DIGITS_CONFIG, json_logging
+from anymodal.training.cli import DEFAULT_SOURCE, DIGITS_CONFIG, json_logging
 
 SeedsOption = Annotated[
     str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2; the report gives intervals over them.")
@@ -66,7 +65,7 @@ def train(
 ) -> None:
     """Train a model with MLA at each seed, evaluate it against the baselines under the frozen
     corruption suite, and publish the seed chosen on validation as an ONNX bundle."""
-    from training.config import ConfigError, load_config
+    from anymodal.training.config import ConfigError, load_config
 
     try:
         loaded = load_config(config)
@@ -107,8 +106,8 @@ def train_digits(
     quiet: QuietOption = False,
 ) -> None:
     """Build `digits` from the raw data (always with data seed 0) and train it end to end."""
-    from training.config import load_config
-    from training.digits import DigitsOptions, SourceError, build_digits
+    from anymodal.training.config import load_config
+    from anymodal.training.digits import DigitsOptions, SourceError, build_digits
 
     options = DigitsOptions()
     try:
@@ -135,8 +134,8 @@ def evaluate(
     force: ForceOption = False,
 ) -> None:
     """Evaluate already trained seeds again (report and publish), without training."""
-    from evaluation.workflow import WorkflowError, evaluate_runs, publish
-    from service.manifest import BundleError, read_manifest
+    from anymodal.evaluation.workflow import WorkflowError, evaluate_runs, publish
+    from anymodal.service.manifest import BundleError, read_manifest
 
     folders = sorted(runs.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
     if not folders:
@@ -160,16 +159,15 @@ def _run(
     config, data, models, runs, seeds, baselines, version, force, skip_bad_rows, quiet, provenance
 ) -> None:
     try:
-        from training.dataset import DatasetError
-        from training.experiment import SYSTEMS, ExperimentError
-        from training.export import ExportError
+        from anymodal.training.dataset import DatasetError
+        from anymodal.training.experiment import SYSTEMS, ExperimentError
+        from anymodal.training.export import ExportError
     except ImportError as error:
         raise _fail(
             f"training needs the `train` extra ({error.name} is missing): pip install -e '.[train]'"
         ) from None
+    from anymodal.evaluation.workflow import WorkflowError, run
     from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from evaluation.workflow import WorkflowError, run
 
     systems = list(SYSTEMS) if baselines else ["mla"]
     try:
@@ -197,7 +195,7 @@ def _run(
 
 def summary_table(metrics: dict) -> str:
     """Clean test accuracy (%) of every subset for each system: mean over seeds, and their range."""
-    from evaluation.summary import VARIANTS
+    from anymodal.evaluation.summary import VARIANTS
 
     matrix = metrics["matrix"]
     variants = [v for v in VARIANTS if v in matrix]

@@ -23,9 +23,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-
-from evaluation import corruptions_audio, corruptions_image, corruptions_tensor, corruptions_text
-from service.manifest import AudioContract, ImageContract, InputContract, TensorContract, TextContract
+from anymodal.evaluation import corruptions_audio, corruptions_image, corruptions_tensor, corruptions_text
+from anymodal.service.manifest import (
+    AudioContract,
+    ImageContract,
+    InputContract,
+    TensorContract,
+    TextContract,
+)
 
 SEVERITIES = (1, 2, 3)
 

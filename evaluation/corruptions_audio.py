@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from service.manifest import AudioContract
+from anymodal.service.manifest import AudioContract
 
 
 def _tone(wave: np.ndarray, contract: AudioContract, s: int, rng: np.random.Generator) -> np.ndarray:

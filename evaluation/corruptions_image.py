@@ -7,9 +7,8 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from anymodal.service.manifest import ImageContract
 from PIL import Image
-
-from service.manifest import ImageContract
 
 PAPER = 255.0
 

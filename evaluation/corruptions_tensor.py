@@ -5,8 +5,7 @@ where it has them, from the vector's own statistics where it has not."""
 from __future__ import annotations
 
 import numpy as np
-
-from service.manifest import TensorContract
+from anymodal.service.manifest import TensorContract
 
 
 def _centre_scale(values: np.ndarray, contract: TensorContract) -> tuple[np.ndarray, np.ndarray]:

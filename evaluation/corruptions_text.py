@@ -6,8 +6,7 @@ from __future__ import annotations
 import string
 
 import numpy as np
-
-from service.manifest import TextContract
+from anymodal.service.manifest import TextContract
 
 GARBAGE = string.ascii_letters + string.digits + string.punctuation
 EMOJI = tuple("😀😂🙂😉😍🤔👍👎🙏🔥💯🎉❤✅❌⭐🚀📷📎🤷")

@@ -12,9 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-
-from evaluation.robustness import CLEAN
-from evaluation.summary import VARIANTS
+from anymodal.evaluation.robustness import CLEAN
+from anymodal.evaluation.summary import VARIANTS
 
 
 def _pct(stat: dict) -> str:

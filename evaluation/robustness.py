@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-
-from evaluation.corruptions import SEVERITIES, corrupt, families
-from evaluation.runner import BundleRunner, ModalityOutputs, encoder_inputs
-from service.manifest import InputContract
+from anymodal.evaluation.corruptions import SEVERITIES, corrupt, families
+from anymodal.evaluation.runner import BundleRunner, ModalityOutputs, encoder_inputs
+from anymodal.service.manifest import InputContract
 
 CLEAN = "clean"
 EVALUATION_SEED = 20261125

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from service.features import features, input_dtype, input_shape
-from service.fusion import Fused, FusionRule, fuse, softmax
-from service.manifest import InputContract, Manifest, verify_bundle
-from service.reliability import Gated, ReliabilityModel, gate
-from service.repository import load_gate
-from service.runtime import CPU, Session, load_session
+from anymodal.service.features import features, input_dtype, input_shape
+from anymodal.service.fusion import Fused, FusionRule, fuse, softmax
+from anymodal.service.manifest import InputContract, Manifest, verify_bundle
+from anymodal.service.reliability import Gated, ReliabilityModel, gate
+from anymodal.service.repository import load_gate
+from anymodal.service.runtime import CPU, Session, load_session
 
 CHUNK = 512
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-
-from evaluation.robustness import CLEAN, Cell, parse_condition
-from evaluation.stats import Interval, expected_calibration_error, paired_bootstrap, seed_spread
+from anymodal.evaluation.robustness import CLEAN, Cell, parse_condition
+from anymodal.evaluation.stats import Interval, expected_calibration_error, paired_bootstrap, seed_spread
 
 Results = dict[str, list[dict[tuple[tuple[str, ...], str], Cell]]]  # variant -> per seed -> cells
 VARIANTS = {

@@ -18,16 +18,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from evaluation.report import write_report
-from evaluation.robustness import TestInputs, evaluate_bundle
-from evaluation.runner import BundleRunner
-from evaluation.summary import summarize
-from service.manifest import read_manifest
-from training.config import Config
-from training.dataset import read_split
-from training.experiment import chosen_seed, train_seeds
-from training.export import rewrite_manifest
+from anymodal.evaluation.report import write_report
+from anymodal.evaluation.robustness import TestInputs, evaluate_bundle
+from anymodal.evaluation.runner import BundleRunner
+from anymodal.evaluation.summary import summarize
+from anymodal.service.manifest import read_manifest
+from anymodal.training.config import Config
+from anymodal.training.dataset import read_split
+from anymodal.training.experiment import chosen_seed, train_seeds
+from anymodal.training.export import rewrite_manifest
 
 log = logging.getLogger(__name__)
 

@@ -1,3 +1,3 @@
-from service.cli import app
+from anymodal.service.cli import app
 
-app(prog_name="python -m service")
+app(prog_name="python -m anymodal.service")

@@ -6,16 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
-from starlette.datastructures import UploadFile
-
-from service.decoding import InputError
-from service.errors import ApiError, documented
-from service.payloads import file_bytes, media_type, validation_error
-from service.predictor import Options, Prediction
-from service.repository import LoadedModel, UnknownModel
-from service.schemas import (
+from anymodal.service.decoding import InputError
+from anymodal.service.errors import ApiError, documented
+from anymodal.service.payloads import file_bytes, media_type, validation_error
+from anymodal.service.predictor import Options, Prediction
+from anymodal.service.repository import LoadedModel, UnknownModel
+from anymodal.service.schemas import (
     BatchPredictResponse,
     EncodedFile,
     ErrorResponse,
@@ -28,8 +24,11 @@ from service.schemas import (
     PredictResponse,
     ReloadResponse,
 )
-from service.security import require_api_key
-from service.state import ServiceState, get_state
+from anymodal.service.security import require_api_key
+from anymodal.service.state import ServiceState, get_state
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 router = APIRouter(prefix="/v1", tags=["anymodal"], dependencies=[Depends(require_api_key)])
 

@@ -12,12 +12,8 @@ import json
 from importlib.metadata import version as package_version
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
-
-from service import inference
-from service.binary_data import (
+from anymodal.service import inference
+from anymodal.service.binary_data import (
     BINARY,
     HEADER,
     check_media,
@@ -26,10 +22,10 @@ from service.binary_data import (
     read_inputs,
     split_body,
 )
-from service.errors import documented
-from service.payloads import media_type, validation_error
-from service.repository import LoadedModel
-from service.schemas_v2 import (
+from anymodal.service.errors import documented
+from anymodal.service.payloads import media_type, validation_error
+from anymodal.service.repository import LoadedModel
+from anymodal.service.schemas_v2 import (
     InferenceRequest,
     InferenceResponse,
     LiveResponse,
@@ -40,9 +36,12 @@ from service.schemas_v2 import (
     ServerMetadata,
     V2Error,
 )
-from service.security import require_api_key
-from service.state import ServiceState, get_state
-from service.tensors import Tensor, to_raw
+from anymodal.service.security import require_api_key
+from anymodal.service.state import ServiceState, get_state
+from anymodal.service.tensors import Tensor, to_raw
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
 health = APIRouter(prefix="/v2", tags=["open inference protocol"])
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], dependencies=[Depends(require_api_key)])

@@ -23,22 +23,21 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from anymodal.service import api_v1, api_v2, metrics, payloads
+from anymodal.service.binary_data import HEADER
+from anymodal.service.errors import ApiError, error_response, install_handlers
+from anymodal.service.predictor import Predictor
+from anymodal.service.repository import ModelRepository
+from anymodal.service.schemas import PredictRequest
+from anymodal.service.schemas_v2 import InferenceRequest
+from anymodal.service.settings import Settings, get_settings
+from anymodal.service.state import ServiceState
 from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from threadpoolctl import threadpool_limits
-
-from service import api_v1, api_v2, metrics, payloads
-from service.binary_data import HEADER
-from service.errors import ApiError, error_response, install_handlers
-from service.predictor import Predictor
-from service.repository import ModelRepository
-from service.schemas import PredictRequest
-from service.schemas_v2 import InferenceRequest
-from service.settings import Settings, get_settings
-from service.state import ServiceState
 
 log = logging.getLogger(__name__)
 DEMO = Path(__file__).with_name("demo")
@@ -75,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     # `inference.*` messages in protobuf's default pool, where no other copy of
                     # them (tritonclient's, KServe's) can sit beside them; a process that only
                     # builds the app (`anymodal openapi`, tests) need not load them.
-                    from service import grpc_server
+                    from anymodal.service import grpc_server
 
                     await transports.enter_async_context(grpc_server.serving(state))
                 yield

@@ -16,9 +16,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from service.errors import ApiError
-from service.schemas_v2 import InferenceRequest
-from service.tensors import Tensor, from_raw, from_values, to_raw, to_values
+from anymodal.service.errors import ApiError
+from anymodal.service.schemas_v2 import InferenceRequest
+from anymodal.service.tensors import Tensor, from_raw, from_values, to_raw, to_values
 
 HEADER = "Inference-Header-Content-Length"
 BINARY = "application/octet-stream"

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from evaluation.cli import register as register_evaluation
-from service.client_cli import register as register_client
-from training.cli import configure_logging
-from training.cli import register as register_training
+from anymodal.evaluation.cli import register as register_evaluation
+from anymodal.service.client_cli import register as register_client
+from anymodal.training.cli import configure_logging
+from anymodal.training.cli import register as register_training
 
 app = typer.Typer(
     help="anymodal: robust multimodal prediction from any subset of modalities.",
@@ -36,10 +35,9 @@ def serve(
     """Serve every model of the repository over HTTP (anymodal /v1 and Open Inference Protocol /v2)
     and the Open Inference Protocol over gRPC. Every other setting comes from ANYMODAL_* environment
     variables; see the README."""
+    from anymodal.service.server import run
+    from anymodal.service.settings import Settings
     from pydantic import ValidationError
-
-    from service.server import run
-    from service.settings import Settings
 
     overrides = {
         "HOST": host,
@@ -65,9 +63,8 @@ def openapi(
 ) -> None:
     """Print the service's OpenAPI document as YAML (the repository's openapi.yaml)."""
     import yaml
-
-    from service.app import create_app
-    from service.settings import Settings
+    from anymodal.service.app import create_app
+    from anymodal.service.settings import Settings
 
     text = yaml.safe_dump(create_app(Settings()).openapi(), sort_keys=False, allow_unicode=True, width=100)
     if out is None:

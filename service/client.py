@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from service.manifest import BundleError, read_manifest, verify_bundle
-from service.repository import version_folders
+from anymodal.service.manifest import BundleError, read_manifest, verify_bundle
+from anymodal.service.repository import version_folders
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 KINDS = ("image", "audio", "text", "tensor")
@@ -67,10 +66,9 @@ def _read(kind: str, value: Path | str) -> object:
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     """`key=value` pairs -> /v1 request options, checked as the server checks them."""
+    from anymodal.service.payloads import validation_error
+    from anymodal.service.schemas import PredictOptions
     from pydantic import ValidationError
-
-    from service.payloads import validation_error
-    from service.schemas import PredictOptions
 
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -193,11 +191,11 @@ def predict_in_process(
     bundle: Path, instances: list[dict[str, object]], options: dict[str, Any]
 ) -> dict[str, Any]:
     """Load `bundle` as the server loads it (verified, warmed up) and answer as the server answers."""
-    from service.api_v1 import _body
-    from service.predictor import InvalidInputs, Options, Predictor
-    from service.repository import ModelRepository
-    from service.schemas import PredictionBody
-    from service.settings import Settings
+    from anymodal.service.api_v1 import _body
+    from anymodal.service.predictor import InvalidInputs, Options, Predictor
+    from anymodal.service.repository import ModelRepository
+    from anymodal.service.schemas import PredictionBody
+    from anymodal.service.settings import Settings
 
     manifest = _manifest(bundle)
     with tempfile.TemporaryDirectory() as root, ThreadPoolExecutor() as executor:

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from service.client import (
+from anymodal.service.client import (
     DEFAULT_URL,
     ClientError,
     Server,
@@ -18,7 +17,7 @@ from service.client import (
     predict_in_process,
     repository_models,
 )
-from service.client_format import bundle_text, models_text, prediction_text
+from anymodal.service.client_format import bundle_text, models_text, prediction_text
 
 Url = Annotated[str, typer.Option(envvar="ANYMODAL_URL", help="The server's base URL")]
 ApiKey = Annotated[

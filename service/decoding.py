@@ -21,9 +21,7 @@ from typing import Any
 import numpy as np
 import soundfile
 import soxr
-from PIL import Image, ImageOps, UnidentifiedImageError
-
-from service.manifest import (
+from anymodal.service.manifest import (
     AudioContract,
     ImageContract,
     InputContract,
@@ -31,6 +29,7 @@ from service.manifest import (
     TextContract,
     TooLong,
 )
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 25_000_000
 PAPER_WHITE = (255, 255, 255)

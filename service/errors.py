@@ -11,14 +11,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from anymodal.service.decoding import InputError
+from anymodal.service.predictor import InvalidInputs
+from anymodal.service.repository import UnknownModel
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from service.decoding import InputError
-from service.predictor import InvalidInputs
-from service.repository import UnknownModel
 
 log = logging.getLogger(__name__)
 

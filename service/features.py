@@ -9,8 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-
-from service.manifest import (
+from anymodal.service.manifest import (
     AudioContract,
     ImageContract,
     InputContract,

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from service.errors import ApiError
-from service.proto import grpc_predict_v2_pb2 as pb
-from service.tensors import Tensor, checked_shape, from_raw, from_values, to_raw
+from anymodal.service.errors import ApiError
+from anymodal.service.proto import grpc_predict_v2_pb2 as pb
+from anymodal.service.tensors import Tensor, checked_shape, from_raw, from_values, to_raw
 
 # The InferTensorContents field that holds the elements of each datatype; FP16 has none (raw only).
 CONTENTS = {

@@ -28,15 +28,14 @@ from importlib.metadata import version as package_version
 from typing import Any, TypeVar
 
 import grpc
-
-from service import grpc_codec, inference, metrics, payloads
-from service.decoding import InputError
-from service.errors import ApiError
-from service.proto import grpc_predict_v2_pb2 as pb
-from service.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.repository import UnknownModel
-from service.security import bearer_token, check_api_key
-from service.state import ServiceState
+from anymodal.service import grpc_codec, inference, metrics, payloads
+from anymodal.service.decoding import InputError
+from anymodal.service.errors import ApiError
+from anymodal.service.proto import grpc_predict_v2_pb2 as pb
+from anymodal.service.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from anymodal.service.repository import UnknownModel
+from anymodal.service.security import bearer_token, check_api_key
+from anymodal.service.state import ServiceState
 
 log = logging.getLogger(__name__)
 Request = TypeVar("Request")

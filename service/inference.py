@@ -31,13 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from service.decoding import InputError
-from service.errors import ApiError
-from service.payloads import file_bytes
-from service.predictor import InvalidInputs, Options, Prediction, Predictor
-from service.repository import LoadedModel, ModelRepository, UnknownModel
-from service.tensors import NUMERIC, Tensor
+from anymodal.service.decoding import InputError
+from anymodal.service.errors import ApiError
+from anymodal.service.payloads import file_bytes
+from anymodal.service.predictor import InvalidInputs, Options, Prediction, Predictor
+from anymodal.service.repository import LoadedModel, ModelRepository, UnknownModel
+from anymodal.service.tensors import NUMERIC, Tensor
 
 # The protocol extensions this server supports, whichever transport asks (Triton lists the same
 # ones over HTTP and gRPC), and the platform its model metadata names.

@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 import uuid
 
+from anymodal.service.decoding import InputError, decode_base64
+from anymodal.service.errors import ApiError, describe
 from fastapi import Request
 from pydantic import ValidationError
-
-from service.decoding import InputError, decode_base64
-from service.errors import ApiError, describe
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

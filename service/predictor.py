@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-
-from service import metrics
-from service.decoding import InputError, decode_input
-from service.features import features
-from service.fusion import FusionRule, entropy, fuse, softmax
-from service.manifest import InputContract, TooLong
-from service.reliability import Gated, gate
-from service.repository import HEAD, LoadedModel
+from anymodal.service import metrics
+from anymodal.service.decoding import InputError, decode_input
+from anymodal.service.features import features
+from anymodal.service.fusion import FusionRule, entropy, fuse, softmax
+from anymodal.service.manifest import InputContract, TooLong
+from anymodal.service.reliability import Gated, gate
+from anymodal.service.repository import HEAD, LoadedModel
 
 OnInvalid = Literal["reject", "drop"]
 Reliability = Literal["gate", "off"]

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from service import metrics
-from service.batching import Batcher
-from service.features import input_shape
-from service.manifest import MANIFEST_NAME, BundleError, Manifest, verify_bundle
-from service.reliability import ReliabilityModel
-from service.runtime import Session, SessionError, load_session, providers_for
-from service.settings import Settings
+from anymodal.service import metrics
+from anymodal.service.batching import Batcher
+from anymodal.service.features import input_shape
+from anymodal.service.manifest import MANIFEST_NAME, BundleError, Manifest, verify_bundle
+from anymodal.service.reliability import ReliabilityModel
+from anymodal.service.runtime import Session, SessionError, load_session, providers_for
+from anymodal.service.settings import Settings
 
 log = logging.getLogger(__name__)
 HEAD = "head"

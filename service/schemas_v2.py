@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from anymodal.service.schemas import PNG_B64
 from pydantic import BaseModel, ConfigDict, Field
-
-from service.schemas import PNG_B64
 
 
 class V2Error(BaseModel):

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import hmac
 
+from anymodal.service.errors import ApiError
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from service.errors import ApiError
 
 bearer = HTTPBearer(auto_error=False, description="An API key from ANYMODAL_API_KEYS, when it is set")
 CHALLENGE = {"WWW-Authenticate": "Bearer"}

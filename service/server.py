@@ -8,8 +8,7 @@ import shutil
 import tempfile
 
 import uvicorn
-
-from service.settings import Settings
+from anymodal.service.settings import Settings
 
 
 def run(settings: Settings) -> None:
@@ -21,7 +20,7 @@ def run(settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
     uvicorn.run(
-        "service.app:create_app",
+        "anymodal.service.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,

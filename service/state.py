@@ -6,11 +6,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from anymodal.service.predictor import Predictor
+from anymodal.service.repository import ModelRepository
+from anymodal.service.settings import Settings
 from fastapi import Request
-
-from service.predictor import Predictor
-from service.repository import ModelRepository
-from service.settings import Settings
 
 
 @dataclass

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from service.errors import ApiError
+from anymodal.service.errors import ApiError
 
 NUMPY_TYPES: dict[str, np.dtype] = {
     name: np.dtype(code)

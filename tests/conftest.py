@@ -61,9 +61,10 @@ def shared_data() -> Path:
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository with the bundled `digits` model and a small `pen` model that has a
     tensor modality (16 numbers) and text, trained here on a few synthetic samples."""
-    from evaluation.workflow import run
+    from anymodal.evaluation.workflow import run
+    from anymodal.training.config import parse_config
+
     from tests.live import copy_repository
-    from training.config import parse_config
 
     root = copy_repository(tmp_path_factory.mktemp("repository") / "models")
     data = tmp_path_factory.mktemp("pen-data")

@@ -7,10 +7,9 @@ import io
 import numpy as np
 import soundfile
 import torch
+from anymodal.service.manifest import AudioContract, ImageContract, TensorContract, TextContract
+from anymodal.training.config import ModelConfig
 from PIL import Image
-
-from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
-from training.config import ModelConfig
 
 
 def png_bytes(image: Image.Image, format: str = "PNG", **options: object) -> bytes:

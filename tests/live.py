@@ -53,7 +53,7 @@ class LiveServer:
         command = [
             sys.executable,
             "-m",
-            "service",
+            "anymodal.service",
             "serve",
             "--port",
             str(self.port),

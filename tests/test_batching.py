@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
-from service.batching import Batcher
+from anymodal.service.batching import Batcher
 
 
 class Recorder:

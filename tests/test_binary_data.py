@@ -10,11 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from anymodal.service.binary_data import (
+    HEADER,
+    check_media,
+    encode_response,
+    output_formats,
+    read_inputs,
+    split_body,
+)
+from anymodal.service.errors import ApiError
+from anymodal.service.schemas_v2 import InferenceRequest
+from anymodal.service.tensors import NUMPY_TYPES, Tensor, from_raw, from_values, to_raw, to_values
 
-from service.binary_data import HEADER, check_media, encode_response, output_formats, read_inputs, split_body
-from service.errors import ApiError
-from service.schemas_v2 import InferenceRequest
-from service.tensors import NUMPY_TYPES, Tensor, from_raw, from_values, to_raw, to_values
 from tests.live import LiveServer
 
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from anymodal.service.cli import app
 from typer.testing import CliRunner
 
-from service.cli import app
 from tests.live import FIXTURES, MODELS, ROOT, LiveServer, free_port
 
 SEVEN = [

@@ -7,13 +7,13 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
-
-from evaluation import corruptions
-from evaluation.corruptions import SEVERITIES, corrupt, families
-from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
+from anymodal.evaluation import corruptions
+from anymodal.evaluation.corruptions import SEVERITIES, corrupt, families
+from anymodal.service.manifest import AudioContract, ImageContract, TensorContract, TextContract
 
 GREY = ImageContract(width=16, height=16, mode="L")
 RGB = ImageContract(width=16, height=16, mode="RGB")
@@ -185,9 +185,24 @@ def test_the_corruption_modules_import_nothing_from_training(module: object) -> 
     tree = ast.parse(inspect.getsource(module))
     imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
     imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-    assert imported and not [name for name in imported if name.split(".")[0] == "training"]
+    assert imported and not [name for name in imported if "training" in name.split(".")[:2]]
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    return names + [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+
+
+def test_no_training_module_imports_evaluation() -> None:
+    """Training never sees the evaluation suite: no module of training/ imports evaluation/."""
+    modules = sorted((Path(__file__).resolve().parents[1] / "training").glob("*.py"))
+    assert len(modules) > 5
+    for path in modules:
+        imported = _imports(path)
+        assert not [name for name in imported if "evaluation" in name.split(".")[:2]], path.name
 
 
 def test_the_family_modules_are_all_checked_for_imports() -> None:
     checked = {m.__name__ for m in vars(corruptions).values() if inspect.ismodule(m)}
-    assert {f"evaluation.corruptions_{kind}" for kind in CASES} <= checked
+    assert {f"anymodal.evaluation.corruptions_{kind}" for kind in CASES} <= checked

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from anymodal.service.manifest import AudioContract, ImageContract, TensorContract, TextContract
+from anymodal.training.dataset import DatasetError, fit_normalization, load_splits, read_split
+from anymodal.training.evaluate import Tensors
 from PIL import Image
 
-from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
 from tests.helpers import tone, wav_bytes
-from training.dataset import DatasetError, fit_normalization, load_splits, read_split
-from training.evaluate import Tensors
 
 MODALITIES = {
     "image": ImageContract(width=8, height=8),

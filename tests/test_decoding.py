@@ -3,9 +3,7 @@ model's contract, and every unusable input raises an InputError naming the field
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from service.decoding import (
+from anymodal.service.decoding import (
     InputError,
     check_tensor,
     check_text,
@@ -15,7 +13,9 @@ from service.decoding import (
     decode_input,
     loudest_window,
 )
-from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
+from anymodal.service.manifest import AudioContract, ImageContract, TensorContract, TextContract
+from PIL import Image
+
 from tests.helpers import png_bytes, tone, wav_bytes
 
 GREY = ImageContract(width=16, height=16, mode="L")

@@ -7,10 +7,10 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from anymodal.service.app import create_app
+from anymodal.service.settings import Settings
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import CHROMIUM, ROOT
 from tests.live import FIXTURES, LiveServer
 

@@ -5,8 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from training.digits import DigitsOptions, build_digits, read_pendigits
+from anymodal.training.digits import DigitsOptions, build_digits, read_pendigits
 
 pytestmark = pytest.mark.shared_data
 

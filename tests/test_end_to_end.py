@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from anymodal.service.cli import app
+from anymodal.service.manifest import verify_bundle
+from anymodal.service.reliability import ReliabilityModel
 from typer.testing import CliRunner
-
-from service.cli import app
-from service.manifest import verify_bundle
-from service.reliability import ReliabilityModel
 
 TINY = """
 name = "tiny-digits"

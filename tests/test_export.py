@@ -9,12 +9,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from anymodal.service.manifest import BundleError, verify_bundle
+from anymodal.training.evaluate import Tensors
+from anymodal.training.export import ExportError, check_parity, export_model, rewrite_manifest, write_manifest
+from anymodal.training.model import MultimodalModel
 
-from service.manifest import BundleError, verify_bundle
 from tests.helpers import CONTRACTS, SMALL, tiny_inputs
-from training.evaluate import Tensors
-from training.export import ExportError, check_parity, export_model, rewrite_manifest, write_manifest
-from training.model import MultimodalModel
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 import numpy as np
-
-from service.features import (
+from anymodal.service.features import (
     PAD_ID,
     audio_features,
     image_features,
@@ -10,7 +9,8 @@ from service.features import (
     tensor_features,
     text_features,
 )
-from service.manifest import AudioContract, ImageContract, TensorContract, TextContract
+from anymodal.service.manifest import AudioContract, ImageContract, TensorContract, TextContract
+
 from tests.helpers import tone
 
 AUDIO = AudioContract(sample_rate=8000, max_seconds=1.0, n_fft=256, hop_length=128, n_mels=32)

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
+from anymodal.service.fusion import entropy, fuse, softmax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from service.fusion import entropy, fuse, softmax
 
 
 def paper_rule(logits: np.ndarray) -> np.ndarray:

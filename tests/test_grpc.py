@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
+from anymodal.service.inference import OUTPUTS
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from service.inference import OUTPUTS
 from tests.live import ROOT, LiveServer, fixture, metric
 
 MODALITIES = ("image", "audio", "text")
@@ -522,7 +522,7 @@ def test_a_lone_worker_does_not_share_a_port_in_use() -> None:
 
 def test_the_grpc_port_must_differ_from_the_http_port() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "service", "serve", "--port", "8123", "--grpc-port", "8123"],
+        [sys.executable, "-m", "anymodal.service", "serve", "--port", "8123", "--grpc-port", "8123"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert run.returncode == 2

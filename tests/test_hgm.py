@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from anymodal.training.config import TrainConfig
+from anymodal.training.evaluate import Tensors
+from anymodal.training.hgm import HeadGradientProjector, HeadOptimizer, augment
+from anymodal.training.model import MultimodalModel
+from anymodal.training.train import train_model
 
 from tests.helpers import CONTRACTS, SMALL, tiny_inputs
-from training.config import TrainConfig
-from training.evaluate import Tensors
-from training.hgm import HeadGradientProjector, HeadOptimizer, augment
-from training.model import MultimodalModel
-from training.train import train_model
 
 
 def _features(rows: int, dim: int, seed: int) -> torch.Tensor:

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import yaml
+from anymodal.service.app import create_app
+from anymodal.service.settings import Settings
 
-from service.app import create_app
-from service.settings import Settings
 from tests.live import ROOT, LiveServer, metric
 
 OPENAPI = ROOT / "openapi.yaml"

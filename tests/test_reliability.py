@@ -4,8 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from service.reliability import ReliabilityModel, fit_reliability, gate
+from anymodal.service.reliability import ReliabilityModel, fit_reliability, gate
 
 WIDTHS = [4, 6]
 

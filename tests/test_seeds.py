@@ -2,12 +2,12 @@
 
 import numpy as np
 import torch
+from anymodal.training.config import TrainConfig
+from anymodal.training.evaluate import Tensors
+from anymodal.training.model import MultimodalModel
+from anymodal.training.train import train_model
 
 from tests.helpers import CONTRACTS, SMALL, tiny_inputs
-from training.config import TrainConfig
-from training.evaluate import Tensors
-from training.model import MultimodalModel
-from training.train import train_model
 
 
 def _trained(seed: int) -> MultimodalModel:

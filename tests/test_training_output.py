@@ -5,11 +5,10 @@ import json
 import logging
 from pathlib import Path
 
+from anymodal.evaluation.cli import summary_table
+from anymodal.service.cli import app
+from anymodal.training.cli import JsonFormatter, json_logging
 from typer.testing import CliRunner
-
-from evaluation.cli import summary_table
-from service.cli import app
-from training.cli import JsonFormatter, json_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 

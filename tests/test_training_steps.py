@@ -5,13 +5,13 @@ import copy
 
 import numpy as np
 import torch
+from anymodal.training.config import TrainConfig
+from anymodal.training.evaluate import Tensors
+from anymodal.training.hgm import HeadGradientProjector, HeadOptimizer
+from anymodal.training.model import MultimodalModel
+from anymodal.training.train import _unimodal_step, train_model
 
 from tests.helpers import CONTRACTS, SMALL, tiny_inputs
-from training.config import TrainConfig
-from training.evaluate import Tensors
-from training.hgm import HeadGradientProjector, HeadOptimizer
-from training.model import MultimodalModel
-from training.train import _unimodal_step, train_model
 
 
 def _model() -> MultimodalModel:

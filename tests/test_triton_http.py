@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from anymodal.service.inference import OUTPUTS
 from tritonclient.utils import InferenceServerException
 
-from service.inference import OUTPUTS
 from tests.live import LiveServer, fixture
 
 MODALITIES = ("image", "audio", "text")

@@ -1,3 +1,3 @@
-from training.cli import app
+from anymodal.training.cli import app
 
-app(prog_name="python -m training")
+app(prog_name="python -m anymodal.training")

@@ -6,8 +6,7 @@ from __future__ import annotations
 from itertools import combinations
 
 import numpy as np
-
-from service.fusion import FusionRule, fuse, log_softmax
+from anymodal.service.fusion import FusionRule, fuse, log_softmax
 
 LOWEST, HIGHEST = 0.05, 20.0
 

@@ -1,5 +1,5 @@
 """Command line of the training package: `anymodal build-digits`, also runnable as
-`python -m training ...`. Training itself (`anymodal train`, `train-digits`) is run by
+`python -m anymodal.training ...`. Training itself (`anymodal train`, `train-digits`) is run by
 `evaluation/cli.py`, which trains, evaluates and publishes."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def build_digits(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Build the bundled `digits` benchmark (spoken, handwritten and typed digits) from raw data."""
-    from training.digits import DigitsOptions, SourceError, build_digits
+    from anymodal.training.digits import DigitsOptions, SourceError, build_digits
 
     try:
         build_digits(

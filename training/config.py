@@ -7,9 +7,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from anymodal.service.manifest import InputContract
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
-
-from service.manifest import InputContract
 
 
 @with_config(ConfigDict(extra="forbid"))

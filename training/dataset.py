@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from service.decoding import InputError, decode
-from service.features import features, input_dtype, input_shape, log_mel
-from service.manifest import (
+from anymodal.service.decoding import InputError, decode
+from anymodal.service.features import features, input_dtype, input_shape, log_mel
+from anymodal.service.manifest import (
     AudioContract,
     ImageContract,
     InputContract,

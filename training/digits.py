@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+from anymodal.training.degrade import add_noise, occlude, random_case, typos, unrelated_text
 from num2words import num2words
 from PIL import Image
 from tqdm import tqdm
-
-from training.degrade import add_noise, occlude, random_case, typos, unrelated_text
 
 log = logging.getLogger(__name__)
 

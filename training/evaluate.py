@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from service.fusion import Fused, FusionRule, fuse, log_softmax
-from service.manifest import InputContract
-from training.dataset import Split, featurize
+from anymodal.service.fusion import Fused, FusionRule, fuse, log_softmax
+from anymodal.service.manifest import InputContract
+from anymodal.training.dataset import Split, featurize
 
 
 @dataclass

@@ -24,17 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from service.fusion import FusionRule
-from service.manifest import InputContract, ReliabilitySpec
-from service.reliability import fit_reliability
-from training.calibrate import fit_count_temperatures, fit_temperatures
-from training.config import Config
-from training.dataset import Split, fit_normalization, load_splits
-from training.evaluate import Tensors, fused_nll, modality_logits
-from training.export import export_model, write_manifest
-from training.model import MultimodalModel
-from training.train import History, Method, train_model
+from anymodal.service.fusion import FusionRule
+from anymodal.service.manifest import InputContract, ReliabilitySpec
+from anymodal.service.reliability import fit_reliability
+from anymodal.training.calibrate import fit_count_temperatures, fit_temperatures
+from anymodal.training.config import Config
+from anymodal.training.dataset import Split, fit_normalization, load_splits
+from anymodal.training.evaluate import Tensors, fused_nll, modality_logits
+from anymodal.training.export import export_model, write_manifest
+from anymodal.training.model import MultimodalModel
+from anymodal.training.train import History, Method, train_model
 
 log = logging.getLogger(__name__)
 RELIABILITY_FILE = "{modality}.reliability.npz"

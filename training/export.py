@@ -13,9 +13,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-
-from service.fusion import FusionRule
-from service.manifest import (
+from anymodal.service.fusion import FusionRule
+from anymodal.service.manifest import (
     MANIFEST_NAME,
     FusionSpec,
     HeadSpec,
@@ -26,8 +25,8 @@ from service.manifest import (
     read_manifest,
     sha256_of,
 )
-from training.evaluate import Tensors
-from training.model import Encoder, MultimodalModel
+from anymodal.training.evaluate import Tensors
+from anymodal.training.model import Encoder, MultimodalModel
 
 log = logging.getLogger(__name__)
 # The exporter warns on every call that torchvision's operators are not registered; no model uses them.

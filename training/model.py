@@ -11,17 +11,16 @@ sensor that the last layer has already mapped onto some digit."""
 from __future__ import annotations
 
 import torch
-from torch import nn
-
-from service.features import PAD_ID
-from service.manifest import (
+from anymodal.service.features import PAD_ID
+from anymodal.service.manifest import (
     AudioContract,
     ImageContract,
     InputContract,
     TensorContract,
     TextContract,
 )
-from training.config import ModelConfig
+from anymodal.training.config import ModelConfig
+from torch import nn
 
 MAX_RAW_PROBE = 64  # a tensor this short is probed value by value
 

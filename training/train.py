@@ -27,13 +27,12 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from anymodal.service.fusion import FusionRule
+from anymodal.training.config import TrainConfig
+from anymodal.training.evaluate import Tensors, fused_accuracy, fused_nll, modality_logits, own_accuracy
+from anymodal.training.hgm import HeadGradientProjector, HeadOptimizer
+from anymodal.training.model import MultimodalModel
 from tqdm import tqdm
-
-from service.fusion import FusionRule
-from training.config import TrainConfig
-from training.evaluate import Tensors, fused_accuracy, fused_nll, modality_logits, own_accuracy
-from training.hgm import HeadGradientProjector, HeadOptimizer
-from training.model import MultimodalModel
 
 log = logging.getLogger(__name__)
 Method = Literal["mla", "joint"]
