@@ -56,6 +56,11 @@ def test_the_readme_curl_examples_work_as_written(tmp_path: Path) -> None:
             expected = _implied_label(command)
             if expected is not None:
                 assert answer["label"] == expected, (command, answer["label"])
+            if "instances" in command:  # drei, nine
+                assert [p["label"] for p in answer["predictions"]] == ["3", "9"]
+            if "/infer" in command:  # sieben, drei
+                labels = next(o for o in answer["outputs"] if o["name"] == "label")
+                assert labels["data"] == ["7", "3"]
             if command == commands[0]:
                 _check_against_the_shown_answer(answer)
 
@@ -124,3 +129,28 @@ def test_the_readme_grpc_example_works_as_written() -> None:
     assert run.returncode == 0, run.stderr
     label, states = run.stdout.splitlines()
     assert label.startswith("7 0.99") and states == "[b'present' b'missing' b'present']"
+
+
+def test_the_readme_results_table_is_the_bundled_models_report() -> None:
+    """The digits table's rows are the bundled model's metrics.json, to the decimal shown."""
+    metrics = json.loads((ROOT / "models" / "digits" / "1" / "metrics.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    table = (
+        text[text.index("| test accuracy (%) | MLA, gate on (served)") :].split("\n\n")[0].splitlines()[2:]
+    )
+    rows = {line.split(" | ")[0].strip("| "): line for line in table}
+    matrix = metrics["matrix"]
+    expected = {
+        "image, audio and text": ("image+audio+text", "clean"),
+        "image alone": ("image", "clean"),
+        "audio alone": ("audio", "clean"),
+        "text alone": ("text", "clean"),
+        "all three, image corrupted": ("image+audio+text", "image:all"),
+        "all three, audio corrupted": ("image+audio+text", "audio:all"),
+        "all three, text corrupted": ("image+audio+text", "text:all"),
+    }
+    for row, (subset, condition) in expected.items():
+        cells = rows[row].split(" | ")[1:]
+        for cell, variant in zip(cells, ("mla", "mla_no_gate", "mla_no_hgm", "joint"), strict=True):
+            shown = float(cell.strip("*| ").split()[0].strip("*"))
+            assert shown == round(100 * matrix[variant][subset][condition]["mean"], 1), (row, variant)
