@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from anymodal.training.cli import DEFAULT_SOURCE, DIGITS_CONFIG, json_logging
+from anymodal.training.config import Config
 
 SeedsOption = Annotated[
     str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2; the report gives intervals over them.")
@@ -156,8 +157,19 @@ def evaluate(
 
 
 def _run(
-    config, data, models, runs, seeds, baselines, version, force, skip_bad_rows, quiet, provenance
+    config: Config,
+    data: Path,
+    models: Path,
+    runs: Path,
+    seeds: list[int],
+    baselines: bool,
+    version: int | None,
+    force: bool,
+    skip_bad_rows: bool,
+    quiet: bool,
+    provenance: dict,
 ) -> None:
+    """Train, evaluate and publish, turning every error a user can cause into a message."""
     try:
         from anymodal.training.dataset import DatasetError
         from anymodal.training.experiment import SYSTEMS, ExperimentError
