@@ -164,6 +164,7 @@ def _info(state: ServiceState, loaded: LoadedModel) -> ModelInfo:
     return ModelInfo(
         name=loaded.name,
         version=loaded.version,
+        manifest_version=manifest.version,
         versions=sorted(state.repository.models[loaded.name]),
         ready=not state.draining,
         labels=manifest.labels,

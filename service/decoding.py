@@ -81,17 +81,16 @@ def decode_image(
             image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > max_pixels:
-            raise InputError(
-                field,
-                f"has {width}x{height} = {width * height} pixels, over the limit of {max_pixels};"
-                f" send a smaller image",
-            )
+            raise _too_many_pixels(field, f"has {width}x{height} = {width * height} pixels", max_pixels)
         image.load()
         image = ImageOps.exif_transpose(image)
         image = _to_rgb_or_l(image)
     except InputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own guard, for sizes far past any limit, fires before the size can be read
+        raise _too_many_pixels(field, "declares more pixels than Pillow will decode", max_pixels) from None
+    except UnidentifiedImageError:
         raise InputError(
             field, "is not an image this service can read; send PNG, JPEG, GIF, BMP, TIFF or WebP"
         ) from None
@@ -104,6 +103,14 @@ def decode_image(
         resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
         image = image.resize(size, resample)
     return np.asarray(image, dtype=np.uint8)
+
+
+def _too_many_pixels(field: str, what: str, max_pixels: int) -> InputError:
+    return InputError(
+        field,
+        f"{what}, over the limit of {max_pixels} (a decompression bomb, or too large a scan);"
+        " send a smaller image, or raise the limit (ANYMODAL_MAX_IMAGE_PIXELS)",
+    )
 
 
 def _to_rgb_or_l(image: Image.Image) -> Image.Image:

@@ -162,10 +162,14 @@ class ModelRepository:
     def _load_or_raise(self, name: str, version: int, folder: Path) -> LoadedModel:
         before = fingerprint(folder)
         manifest = verify_bundle(folder)
-        if manifest.name != name or manifest.version != version:
+        if manifest.name != name:
             raise BundleError(
-                f"{folder}: the manifest says {manifest.name} version {manifest.version};"
-                f" the bundle must sit in {manifest.name}/{manifest.version}/"
+                f"{folder}: the manifest names the model {manifest.name!r}; the bundle must sit in"
+                f" {manifest.name}/<version>/"
+            )
+        if manifest.version != version:  # published by copying a bundle into a new version folder
+            log.info(
+                "%s: served as version %d; its manifest was written as %d", folder, version, manifest.version
             )
         providers = providers_for(self.settings.provider)
         threads = self.settings.intra_op_threads

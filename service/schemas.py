@@ -228,6 +228,7 @@ class ModelInfo(BaseModel):
                 {
                     "name": "digits",
                     "version": 1,
+                    "manifest_version": 1,
                     "versions": [1],
                     "ready": True,
                     "labels": ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
@@ -259,7 +260,11 @@ class ModelInfo(BaseModel):
     )
 
     name: str
-    version: int
+    version: int = Field(description="The version served: the name of the bundle's folder")
+    manifest_version: int = Field(
+        description="The version its manifest was written as (provenance): differs from `version`"
+        " when a bundle was published by copying it into a new version folder"
+    )
     versions: list[int]
     ready: bool
     labels: list[str]

@@ -205,3 +205,10 @@ def test_tensor_checks() -> None:
     ]:
         with pytest.raises(InputError, match=message):
             check_tensor(values, contract, "pen")
+
+
+def test_an_image_past_pillows_own_guard_is_named_a_bomb_not_an_unreadable_file() -> None:
+    huge = png_bytes(Image.new("1", (20000, 20000)))  # 400 megapixels: Pillow refuses to open it
+    with pytest.raises(InputError, match="over the limit of 1000000 \\(a decompression bomb") as caught:
+        decode_image(huge, GREY, "image", max_pixels=1_000_000)
+    assert "ANYMODAL_MAX_IMAGE_PIXELS" in caught.value.message

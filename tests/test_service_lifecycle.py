@@ -19,13 +19,14 @@ from tests.live import LiveServer, copy_repository, metric
 TEXT = {"inputs": {"text": "drei"}}
 
 
-def add_version(repository: Path, version: int, corrupt: str | None = None) -> Path:
-    """Copy digits/1 to digits/<version>, with the manifest's version updated."""
+def add_version(repository: Path, version: int, corrupt: str | None = None, edit: bool = True) -> Path:
+    """Copy digits/1 to digits/<version>, with the manifest's version updated (unless not `edit`)."""
     target = repository / "digits" / str(version)
     shutil.copytree(repository / "digits" / "1", target)
-    manifest = json.loads((target / "manifest.json").read_text())
-    manifest["version"] = version
-    (target / "manifest.json").write_text(json.dumps(manifest))
+    if edit:
+        manifest = json.loads((target / "manifest.json").read_text())
+        manifest["version"] = version
+        (target / "manifest.json").write_text(json.dumps(manifest))
     if corrupt is not None:
         with (target / corrupt).open("r+b") as stream:
             stream.seek(100)
@@ -87,6 +88,20 @@ def test_reload_swaps_in_a_new_version_and_keeps_the_old_one_on_failure(tmp_path
             worker.join()
         assert failures == []
         assert server.client.post("/v1/models/nothing/reload").status_code == 404
+
+
+def test_publishing_is_copying_a_bundle_into_a_new_version_folder(tmp_path: Path) -> None:
+    """As Triton and TF Serving do: the folder gives the version; the manifest's stays provenance."""
+    repository = copy_repository(tmp_path / "models")
+    add_version(repository, 2, edit=False)
+    wrong = repository / "other" / "1"
+    shutil.copytree(repository / "digits" / "1", wrong)
+    with LiveServer(repository) as server:
+        info = server.client.get("/v1/models/digits").json()
+        assert info["versions"] == [1, 2] and info["version"] == 2 and info["manifest_version"] == 1
+        assert server.client.post("/v1/predict", json=TEXT).json()["model"]["version"] == 2
+        assert server.client.get("/v1/models/other").status_code == 404  # a model's name is its own
+    assert "the manifest names the model 'digits'" in server.output()
 
 
 def test_a_changed_repository_is_picked_up_without_asking(tmp_path: Path) -> None:
