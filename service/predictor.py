@@ -49,6 +49,21 @@ class GateResult:
 
 
 @dataclass(frozen=True)
+class Verdicts:
+    """The reliability gate on every input of a request, each p-value computed once."""
+
+    gated: Gated
+    scores: np.ndarray  # (B, M), NaN where no gate scored the input
+    p_values: np.ndarray  # (B, M), NaN likewise
+    thresholds: np.ndarray  # (M,) each modality's alpha, NaN for a modality without a gate
+
+    def result(self, i: int, j: int) -> GateResult | None:
+        if np.isnan(self.scores[i, j]):
+            return None
+        return GateResult(float(self.scores[i, j]), float(self.p_values[i, j]), float(self.thresholds[j]))
+
+
+@dataclass(frozen=True)
 class ModalityOutcome:
     state: State
     weight: float = 0.0
@@ -140,9 +155,9 @@ class Predictor:
             [[inst.get(m) is not None and (i, m) not in errors for m in model.modalities]
              for i, inst in enumerate(instances)]
         )  # fmt: skip
-        gated = self._gate(model, present, scores, options)
-        self._count(model, instances, errors, rejected=False, unreliable=gated.unreliable)
-        return self._fuse(model, logits, present, scores, gated, errors, options, cropped)
+        verdicts = self._gate(model, present, scores, options)
+        self._count(model, instances, errors, rejected=False, unreliable=verdicts.gated.unreliable)
+        return self._fuse(model, logits, present, verdicts, errors, options, cropped)
 
     def _decode(
         self,
@@ -237,28 +252,29 @@ class Predictor:
         return logits, scores
 
     @staticmethod
-    def _gate(model: LoadedModel, present: np.ndarray, scores: np.ndarray, options: Options) -> Gated:
+    def _gate(model: LoadedModel, present: np.ndarray, scores: np.ndarray, options: Options) -> Verdicts:
         p_values = np.full(scores.shape, np.nan)
-        alphas = np.zeros(len(model.modalities))
+        thresholds = np.full(len(model.modalities), np.nan)
         for j, m in enumerate(model.modalities):
             spec = model.manifest.modalities[m].reliability
             if m in model.gates and spec is not None:
                 p_values[:, j] = model.gates[m].p_value(scores[:, j])
-                alphas[j] = spec.alpha if options.reliability == "gate" else 0.0
-        return gate(present, p_values, alphas)
+                thresholds[j] = spec.alpha
+        alphas = np.nan_to_num(thresholds) if options.reliability == "gate" else np.zeros(len(thresholds))
+        return Verdicts(gate(present, p_values, alphas), scores, p_values, thresholds)
 
     @staticmethod
     def _fuse(
         model: LoadedModel,
         logits: np.ndarray,
         present: np.ndarray,
-        scores: np.ndarray,
-        gated: Gated,
+        verdicts: Verdicts,
         errors: dict[tuple[int, str], InputError],
         options: Options,
         cropped: set[tuple[int, str]],
     ) -> list[Prediction]:
         modalities, labels = model.modalities, model.manifest.labels
+        gated = verdicts.gated
         temperatures, fusion = model.temperatures, model.manifest.fusion
         fused = fuse(logits, gated.usable, temperatures, options.fusion or fusion.rule, fusion.temperatures)
         probabilities = softmax(fused.logits.astype(np.float64))
@@ -272,6 +288,7 @@ class Predictor:
             for j, m in enumerate(modalities):
                 if present[i, j]:
                     own = int(np.argmax(logits[i, j]))
+                    verdict = verdicts.result(i, j)
                     outcomes[m] = ModalityOutcome(
                         state="unreliable" if gated.unreliable[i, j] else "present",
                         weight=float(fused.weights[i, j]),
@@ -279,8 +296,10 @@ class Predictor:
                         confidence=float(calibrated[i, j, own]),
                         entropy=float(entropies[i, j]),
                         cropped=(i, m) in cropped,
-                        reliability=_gate_result(model, m, scores[i, j]),
+                        reliability=verdict,
                     )
+                    if verdict is not None:
+                        metrics.RELIABILITY_SCORE.labels(model=model.name, modality=m).observe(verdict.score)
                     metrics.FUSION_WEIGHT.labels(model=model.name, modality=m).observe(fused.weights[i, j])
                     metrics.ENTROPY.labels(model=model.name, modality=m).observe(entropies[i, j])
                 elif (i, m) in errors:
@@ -321,12 +340,3 @@ class Predictor:
                 else:
                     state = "present"
                 metrics.INPUTS.labels(model=model.name, modality=m, state=state).inc()
-
-
-def _gate_result(model: LoadedModel, modality: str, score: float) -> GateResult | None:
-    spec = model.manifest.modalities[modality].reliability
-    if modality not in model.gates or spec is None or np.isnan(score):
-        return None
-    metrics.RELIABILITY_SCORE.labels(model=model.name, modality=modality).observe(score)
-    p_value = float(model.gates[modality].p_value(np.array([score]))[0])
-    return GateResult(score=float(score), p_value=p_value, threshold=spec.alpha)
