@@ -25,6 +25,7 @@ class Cell:
     """One subset under one condition: per covered test sample, whether the answer was right, its
     score, and which present inputs the gate flagged."""
 
+    samples: int  # test samples in the split
     rows: np.ndarray  # indices of the test samples covered (with at least one modality of the subset)
     correct: np.ndarray  # (n,) bool
     scores: np.ndarray  # (n,) the answer's score
@@ -108,6 +109,7 @@ def evaluate_bundle(
                 }
                 answers = runner.answer(sliced, chosen[rows], use_gate)
                 results[use_gate][(subset, condition)] = Cell(
+                    samples=len(labels),
                     rows=rows,
                     correct=answers.labels == labels[rows],
                     scores=answers.scores,

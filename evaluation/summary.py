@@ -25,15 +25,11 @@ def _correct(results: Results, variant: str, subset: tuple[str, ...], conditions
     samples that have none of the subset's modalities."""
     out = []
     for cells in results[variant]:
-        row = np.full(_test_size(cells), np.nan)
         cell = cells[(subset, conditions[0])]
+        row = np.full(cell.samples, np.nan)
         row[cell.rows] = np.mean([cells[(subset, c)].correct for c in conditions], axis=0)
         out.append(row)
     return np.stack(out)
-
-
-def _test_size(cells: dict[tuple[tuple[str, ...], str], Cell]) -> int:
-    return max(int(cell.rows.max(initial=-1)) + 1 for cell in cells.values())
 
 
 def accuracy(results: Results, variant: str, subset: tuple[str, ...], conditions: list[str]) -> dict:
