@@ -29,6 +29,7 @@ class Cell:
     rows: np.ndarray  # indices of the test samples covered (with at least one modality of the subset)
     correct: np.ndarray  # (n,) bool
     scores: np.ndarray  # (n,) the answer's score
+    present: np.ndarray  # (n, M) bool: the inputs of the subset each sample has
     flagged: np.ndarray  # (n, M) bool: present and unreliable
     reliable: np.ndarray  # (n,) bool
 
@@ -113,6 +114,7 @@ def evaluate_bundle(
                     rows=rows,
                     correct=answers.labels == labels[rows],
                     scores=answers.scores,
+                    present=chosen[rows],
                     flagged=answers.gated.unreliable,
                     reliable=answers.gated.reliable,
                 )

@@ -61,6 +61,15 @@ def compare(
     return paired_bootstrap(_correct(results, *a), _correct(results, *b))
 
 
+def _spread(values: list[float]) -> dict[str, float]:
+    return dict(zip(("mean", "min", "max"), seed_spread(values), strict=True))
+
+
+def _flag_rate(cell: Cell, columns: int | slice) -> float:
+    """The share of the present inputs (of one modality, or all) the gate flagged."""
+    return float(cell.flagged[:, columns].sum() / max(cell.present[:, columns].sum(), 1))
+
+
 def summarize(results: Results, modalities: list[str], hgm_kept: dict[str, list[float]]) -> dict:
     full = tuple(modalities)
     out: dict = {"matrix": defaultdict(dict), "goals": [], "comparisons": [], "calibration": {}, "gate": {}}
@@ -142,22 +151,17 @@ def summarize(results: Results, modalities: list[str], hgm_kept: dict[str, list[
             expected_calibration_error(cells[(full, condition)].scores, cells[(full, condition)].correct)
             for cells in results["mla"]
         ]
-        out["calibration"][condition] = dict(zip(("mean", "min", "max"), seed_spread(eces), strict=True))
-    present_flagged = [
-        cells[(full, CLEAN)].flagged.sum() / len(cells[(full, CLEAN)].rows) for cells in results["mla"]
-    ]
-    out["gate"]["all:clean"] = dict(
-        zip(("mean", "min", "max"), seed_spread([f / len(modalities) for f in present_flagged]), strict=True)
-    )
+        out["calibration"][condition] = _spread(eces)
+    clean_cells = [cells[(full, CLEAN)] for cells in results["mla"]]
+    out["gate"]["all:clean"] = _spread([_flag_rate(cell, slice(None)) for cell in clean_cells])
     for i, m in enumerate(modalities):
-        flagged = [cells[(full, CLEAN)].flagged[:, i].mean() for cells in results["mla"]]
-        out["gate"][f"{m}:clean"] = dict(zip(("mean", "min", "max"), seed_spread(flagged), strict=True))
+        out["gate"][f"{m}:clean"] = _spread([_flag_rate(cell, i) for cell in clean_cells])
         for family in families_of(results, m):
             rates = [
-                np.mean([cells[(full, c)].flagged[:, i].mean() for c in corrupting(results, m, family)])
+                np.mean([_flag_rate(cells[(full, c)], i) for c in corrupting(results, m, family)])
                 for cells in results["mla"]
             ]
-            out["gate"][f"{m}:{family}"] = dict(zip(("mean", "min", "max"), seed_spread(rates), strict=True))
+            out["gate"][f"{m}:{family}"] = _spread(rates)
     out["hgm_kept"] = hgm_kept
     out["best_single_modality"] = best
     out["matrix"] = dict(out["matrix"])
