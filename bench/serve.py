@@ -74,14 +74,11 @@ def percentile(values: list[float], q: float) -> float:
 async def in_process(repository: Path, seconds: float) -> dict[str, float]:
     """The pipeline without HTTP: raw bytes -> decode -> encoders -> head -> fusion."""
     settings = Settings(model_repository=repository, repository_poll_seconds=0)
-    with (
-        ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as inference,
-        ThreadPoolExecutor(max_workers=settings.decode_threads) as decoding,
-    ):
-        repo = ModelRepository(settings, inference)
+    with ThreadPoolExecutor(max_workers=settings.concurrency) as pipeline:
+        repo = ModelRepository(settings)
         repo.load_all()
         model = repo.get(repo.default_name() or "digits")
-        predictor = Predictor(decoding, settings.max_image_pixels)
+        predictor = Predictor(pipeline, settings)
         instance = request_inputs()
         for _ in range(50):
             await predictor.predict(model, [instance], ["inputs"], Options())

@@ -1,10 +1,14 @@
-"""Dynamic batching: concurrent requests that need the same ONNX session are run as one batch.
+"""Batching only when it pays: requests that arrive while the pipeline is busy run together.
 
-One `Batcher` per session. A request submits its rows and awaits its own slice of the output.
-The batcher runs whatever is queued as one batch as soon as the session is free. It waits for more
-only when requests have announced that rows are on their way (they are still being decoded, or
-their encoders are still running when this is the head) and only up to `max_queue_delay`: a lone
-request never waits, while a busy server fills its batches.
+One `Batcher` per served model version. A request that finds a free slot (fewer than
+`concurrency` runs under way) starts at once, alone: a lone request never waits for company. A
+request that finds every slot busy queues, and when a run ends, everything queued by then goes into
+the next run as one batch, up to `max_batch_size` instances. So an idle server answers each request
+with no added delay, and a busy one fills its batches from the queue it already has, without a timer.
+
+On CPU, with small encoders, this is what makes batching pay: a run costs one thread hop, one
+onnxruntime call per session and one pass of the gate and the fusion, however many requests it
+carries; a timer that waits for company would cost latency at low load and buy nothing at high load.
 """
 
 from __future__ import annotations
@@ -15,126 +19,102 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
-import numpy as np
+Job = TypeVar("Job")
+Result = TypeVar("Result")
 
 
 class BatchObserver(Protocol):
-    def batch(self, rows: int, run_seconds: float, queue_waits: list[float]) -> None: ...
+    def batch(self, jobs: int, queue_waits: list[float]) -> None: ...
 
 
 @dataclass
-class _Item:
-    rows: np.ndarray
-    future: asyncio.Future[np.ndarray]
+class _Item(Generic[Job, Result]):
+    job: Job
+    size: int
+    future: asyncio.Future[Result]
     arrived: float = field(default_factory=time.perf_counter)
 
 
-class Batcher:
-    """Batches for one session, run in `executor`, or on the event loop itself when it is None
-    (for a session so small, like the linear head, that a thread hop would cost more than the run)."""
+class Batcher(Generic[Job, Result]):
+    """Runs `run(jobs) -> results` (one result, or the exception to raise, per job, in order) in
+    `executor`, at most `concurrency` runs at once. Without batching (`enabled=False`) every run
+    carries one job."""
 
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
-        executor: Executor | None,
+        run: Callable[[list[Job]], list[Result | Exception]],
+        executor: Executor,
         observer: BatchObserver,
         enabled: bool = True,
         max_batch_size: int = 32,
-        max_queue_delay: float = 0.005,
+        concurrency: int = 1,
     ) -> None:
         self._run = run
         self._executor = executor
         self._observer = observer
         self.enabled = enabled
         self.max_batch_size = max_batch_size
-        self.max_queue_delay = max_queue_delay
-        self._queue: deque[_Item] = deque()
-        self._arrival = asyncio.Event()
-        self._expected = 0
-        self._worker: asyncio.Task[None] | None = None
+        self.concurrency = concurrency
+        self._queue: deque[_Item[Job, Result]] = deque()
+        self._running = 0
 
-    def expect(self, count: int = 1) -> None:
-        """Announce `count` submissions that are on their way."""
-        self._expected += count
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
-    def withdraw(self, count: int = 1) -> None:
-        """Take back announced submissions that will not come (their input was invalid)."""
-        self._expected = max(0, self._expected - count)
-        self._arrival.set()  # a waiting batch re-checks whether anything is still on its way
+    async def submit(self, job: Job, size: int = 1) -> Result:
+        """Run `job` (of `size` instances) as soon as a slot is free; returns its result."""
+        loop = asyncio.get_running_loop()
+        item: _Item[Job, Result] = _Item(job, size, loop.create_future())
+        self._queue.append(item)
+        if self._running < self.concurrency:
+            self._start(loop)
+        return await item.future
 
-    async def submit(self, rows: np.ndarray, announced: bool = True) -> np.ndarray:
-        """Run `rows` (batch axis first) through the session; returns the matching output rows."""
-        if announced:
-            self.withdraw()
-        if not self.enabled:
-            started = time.perf_counter()
-            output = await self._execute(rows)
-            self._observer.batch(len(rows), time.perf_counter() - started, [0.0])
-            return output
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(rows, future))
-        self._arrival.set()
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work())
-        return await future
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        items = self._take()
+        if not items:
+            return
+        self._running += 1
+        started = time.perf_counter()
+        self._observer.batch(len(items), [started - item.arrived for item in items])
+        run = loop.run_in_executor(self._executor, self._run, [item.job for item in items])
+        run.add_done_callback(lambda done: self._finish(loop, items, done))
 
-    async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-        for item in self._queue:
-            if not item.future.done():
-                item.future.set_exception(RuntimeError("the model was unloaded"))
-
-    async def _execute(self, batch: np.ndarray) -> np.ndarray:
-        if self._executor is None:
-            return self._run(batch)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
-
-    async def _work(self) -> None:
-        while self._queue:
-            await self._fill()
-            items = self._take()
-            batch = items[0].rows if len(items) == 1 else np.concatenate([i.rows for i in items])
-            started = time.perf_counter()
-            try:
-                output = await self._execute(batch)
-            except Exception as error:  # a failed run fails the requests in it, not the batcher
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(error)
+    def _finish(
+        self, loop: asyncio.AbstractEventLoop, items: list[_Item[Job, Result]], done: asyncio.Future
+    ) -> None:
+        self._running -= 1
+        if done.cancelled():  # the executor was shut down: the server is stopping
+            outcomes: list[Result | Exception] = [RuntimeError("the server is stopping")] * len(items)
+        elif done.exception() is not None:  # a failed run fails the requests in it, not the batcher
+            outcomes = [done.exception()] * len(items)  # type: ignore[list-item]
+        else:
+            outcomes = done.result()
+        for item, outcome in zip(items, outcomes, strict=True):
+            if item.future.done():  # its client went away
                 continue
-            finished = time.perf_counter()
-            self._observer.batch(len(batch), finished - started, [started - i.arrived for i in items])
-            offset = 0
-            for item in items:
-                if not item.future.done():
-                    item.future.set_result(output[offset : offset + len(item.rows)])
-                offset += len(item.rows)
+            if isinstance(outcome, Exception):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+        while self._queue and self._running < self.concurrency:
+            self._start(loop)
 
-    async def _fill(self) -> None:
-        """Wait for announced rows while the batch has room and the oldest item may still wait."""
-        deadline = self._queue[0].arrived + self.max_queue_delay
-        while self._expected > 0 and self._queued_rows() < self.max_batch_size:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return
-            self._arrival.clear()
-            try:
-                await asyncio.wait_for(self._arrival.wait(), remaining)
-            except TimeoutError:
-                return
-
-    def _queued_rows(self) -> int:
-        return sum(len(item.rows) for item in self._queue)
-
-    def _take(self) -> list[_Item]:
-        """The oldest items up to `max_batch_size` rows; an oversized item goes alone."""
-        items = [self._queue.popleft()]
-        rows = len(items[0].rows)
-        while self._queue and rows + len(self._queue[0].rows) <= self.max_batch_size:
-            rows += len(self._queue[0].rows)
+    def _take(self) -> list[_Item[Job, Result]]:
+        """The oldest waiting jobs, up to `max_batch_size` instances; an oversized job goes alone.
+        Jobs whose caller has gone away are dropped, not run."""
+        items: list[_Item[Job, Result]] = []
+        size = 0
+        while self._queue:
+            item = self._queue[0]
+            if item.future.done():
+                self._queue.popleft()
+                continue
+            if items and (not self.enabled or size + item.size > self.max_batch_size):
+                break
             items.append(self._queue.popleft())
+            size += item.size
         return items

@@ -203,7 +203,7 @@ def predict_in_process(
         (Path(root) / manifest.name).mkdir()
         (Path(root) / manifest.name / str(manifest.version)).symlink_to(bundle.resolve(), True)
         settings = Settings(model_repository=Path(root))
-        repository = ModelRepository(settings, executor)
+        repository = ModelRepository(settings)
         repository.load_all()
         if manifest.name not in repository.models:
             failure = repository.failures.get((manifest.name, manifest.version))
@@ -213,7 +213,7 @@ def predict_in_process(
         named = by_modality(instances, kinds, manifest.name)
         fields = ["inputs"] if len(named) == 1 else [f"instances[{i}]" for i in range(len(named))]
         chosen = Options(**options)
-        predictor = Predictor(executor, settings.max_image_pixels)
+        predictor = Predictor(executor, settings)
         try:
             predictions = asyncio.run(predictor.predict(loaded, named, fields, chosen))  # type: ignore[arg-type]
         except InvalidInputs as error:

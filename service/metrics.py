@@ -7,7 +7,10 @@ any worker) aggregates them all.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+from functools import cache
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,6 +21,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -87,8 +91,8 @@ BATCH_SIZE = Histogram(
 )
 QUEUE_WAIT = Histogram(
     "anymodal_queue_wait_seconds",
-    "Time a request's rows waited for their batch to start, by component",
-    ["model", "component"],
+    "Time a request waited for a free slot in its model's pipeline (0 unless the server is busy)",
+    ["model"],
     buckets=FAST_BUCKETS,
 )
 MODEL_INFO = Gauge(
@@ -108,20 +112,32 @@ LOAD_FAILURES = Counter(
     "Bundles that could not be served: failed verification or loading",
     ["model", "version"],
 )
+REPOSITORY_READABLE = Gauge(
+    "anymodal_repository_readable",
+    "0 while the model repository cannot be read (missing, unreadable, or holding no model while some"
+    " are served): the models loaded keep serving, and polling changes nothing until it reads 1 again",
+    multiprocess_mode="livemin",
+)
+REPOSITORY_ERRORS = Counter(
+    "anymodal_repository_errors", "Polls of the model repository that could not read it"
+)
 
 
-class ComponentMetrics:
-    """The batch observer of one ONNX session: batch sizes, queue waits, run times."""
+@cache
+def child(metric: MetricWrapperBase, *values: str) -> MetricWrapperBase:
+    """`metric.labels(*values)`, looked up once: prometheus_client validates the values and takes a
+    lock on every `labels()` call, which adds up over the dozen series a request touches. Only the
+    server chooses label values (model, modality, state, route), so the cache stays small."""
+    return metric.labels(*values)
 
-    def __init__(self, model: str, component: str) -> None:
-        labels = {"model": model, "component": component}
-        self._duration = INFERENCE_DURATION.labels(**labels)
-        self._size = BATCH_SIZE.labels(**labels)
-        self._wait = QUEUE_WAIT.labels(**labels)
 
-    def batch(self, rows: int, run_seconds: float, queue_waits: list[float]) -> None:
-        self._duration.observe(run_seconds)
-        self._size.observe(rows)
+class BatchMetrics:
+    """A model's pipeline runs: how long each request of a run waited for it."""
+
+    def __init__(self, model: str) -> None:
+        self._wait = QUEUE_WAIT.labels(model=model)
+
+    def batch(self, jobs: int, queue_waits: list[float]) -> None:
         for wait in queue_waits:
             self._wait.observe(wait)
 
@@ -152,6 +168,7 @@ def multiprocess_dir() -> str | None:
 def exposition() -> tuple[bytes, str]:
     """The metrics page, aggregated over every worker in multiprocess mode."""
     if multiprocess_dir():
+        _forget_dead_workers()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -162,3 +179,17 @@ def worker_exited(pid: int) -> None:
     """Forget a worker's live gauges (in-flight requests, models ready) once it has exited."""
     if multiprocess_dir():
         multiprocess.mark_process_dead(pid)
+
+
+def _forget_dead_workers() -> None:
+    """A worker that was killed (SIGKILL, out of memory) never called `worker_exited`: its requests
+    in flight would be counted for ever. Whichever worker answers a scrape forgets them."""
+    for path in glob.glob(os.path.join(multiprocess_dir() or "", "gauge_live*_*.db")):
+        pid = int(os.path.basename(path)[: -len(".db")].rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):  # another worker's scrape got there first
+                multiprocess.mark_process_dead(pid)
+        except PermissionError:  # alive, as another user
+            pass

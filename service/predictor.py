@@ -1,101 +1,45 @@
 """The prediction pipeline, shared by every API route and the in-process benchmark:
 
-    raw inputs -> decode + features (threads) -> the present modalities' encoders, concurrently
-    (dynamically batched) -> the shared head (batched) -> per-sample fusion -> predictions
+    raw inputs -> decode + features -> the present modalities' encoders -> the shared head
+    -> the reliability gate -> per-sample fusion -> predictions
 
-Only the encoders of the modalities a request has are run. An unusable input rejects the request
-or, with `on_invalid="drop"`, is left out of the fusion and reported as dropped.
+A request is a job for its model's `Batcher` (`service/batching.py`): it runs at once, in a
+worker thread, when the pipeline has a free slot, and otherwise together with the other requests
+that queued meanwhile, each encoder and the head running once over all of their rows. Only the
+encoders of the modalities present are run. An unusable input rejects its request (only its own:
+not the others of the batch) or, with `on_invalid="drop"`, is left out of the fusion and reported
+as dropped.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from itertools import groupby
 
 import numpy as np
 from anymodal.service import metrics
+from anymodal.service.batching import Batcher
 from anymodal.service.decoding import InputError, decode_input
 from anymodal.service.features import features
-from anymodal.service.fusion import FusionRule, entropy, fuse, softmax
+from anymodal.service.fusion import fuse, log_softmax, softmax
 from anymodal.service.manifest import InputContract, TooLong
-from anymodal.service.reliability import Gated, gate
+from anymodal.service.predictions import (
+    GateResult,
+    InvalidInputs,
+    ModalityOutcome,
+    Options,
+    Prediction,
+    State,
+    Verdicts,
+)
+from anymodal.service.reliability import gate
 from anymodal.service.repository import HEAD, LoadedModel
+from anymodal.service.settings import Settings
 
-OnInvalid = Literal["reject", "drop"]
-Reliability = Literal["gate", "off"]
-State = Literal["present", "missing", "invalid", "dropped", "unreliable"]
-
-
-@dataclass(frozen=True)
-class Options:
-    fusion: FusionRule | None = None  # None: the model's own rule from its manifest
-    top_k: int = 3
-    on_invalid: OnInvalid = "reject"
-    audio_too_long: TooLong | None = None  # None: each audio contract's own `too_long` policy
-    reliability: Reliability = "gate"  # off: fuse every decodable input, whatever the gate says
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """The reliability gate's verdict on one input."""
-
-    score: float
-    p_value: float
-    threshold: float
-
-
-@dataclass(frozen=True)
-class Verdicts:
-    """The reliability gate on every input of a request, each p-value computed once."""
-
-    gated: Gated
-    scores: np.ndarray  # (B, M), NaN where no gate scored the input
-    p_values: np.ndarray  # (B, M), NaN likewise
-    thresholds: np.ndarray  # (M,) each modality's alpha, NaN for a modality without a gate
-
-    def result(self, i: int, j: int) -> GateResult | None:
-        if np.isnan(self.scores[i, j]):
-            return None
-        return GateResult(float(self.scores[i, j]), float(self.p_values[i, j]), float(self.thresholds[j]))
-
-
-@dataclass(frozen=True)
-class ModalityOutcome:
-    state: State
-    weight: float = 0.0
-    label: str | None = None
-    confidence: float | None = None  # the modality's own calibrated probability of its label
-    entropy: float | None = None
-    reason: str | None = None  # why an input was dropped
-    cropped: bool = False  # a recording longer than its contract, cut to its loudest window
-    reliability: GateResult | None = None  # for inputs of a modality with a gate
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    score: float
-    probabilities: np.ndarray  # (C,) softmax of the fused logits
-    top_k: list[tuple[str, float]]
-    modalities: dict[str, ModalityOutcome]
-    reliable: bool = True  # False: every input failed the reliability gate; fused from them anyway
-
-    @property
-    def cropped(self) -> bool:
-        """Whether any input of this instance was cropped to fit its contract."""
-        return any(outcome.cropped for outcome in self.modalities.values())
-
-
-class InvalidInputs(Exception):
-    """Inputs that make the request unanswerable; every problem found, each naming its field."""
-
-    def __init__(self, errors: list[InputError]) -> None:
-        super().__init__("; ".join(str(e) for e in errors))
-        self.errors = errors
+__all__ = ["GateResult", "InvalidInputs", "Options", "Prediction", "Predictor"]
 
 
 def decode_value(
@@ -109,10 +53,62 @@ def decode_value(
     return features(decoded.signal, contract), decoded.cropped
 
 
+@dataclass(frozen=True)
+class Job:
+    """One request: `instances[i]` maps modality names to raw values (None or absent: missing);
+    `fields[i]` is how errors name instance i (`inputs`, `instances[2]`, ...)."""
+
+    instances: list[Mapping[str, object]]
+    fields: list[str]
+    options: Options
+
+
+@dataclass
+class Decoded:
+    """A job's usable encoder inputs by modality and instance, its unusable inputs, and the
+    (instance, modality) inputs that were cropped to fit their contract."""
+
+    job: Job
+    inputs: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    errors: dict[tuple[int, str], InputError] = field(default_factory=dict)
+    cropped: set[tuple[int, str]] = field(default_factory=set)
+
+    @classmethod
+    def merge(cls, parts: list[Decoded]) -> Decoded:
+        """Several jobs' inputs as one batch, instance i of part p numbered after all of p's
+        predecessors' instances."""
+        merged = cls(Job([], [], parts[0].job.options))
+        for part in parts:
+            offset = len(merged.job.instances)
+            merged.job.instances.extend(part.job.instances)
+            merged.job.fields.extend(part.job.fields)
+            for m, good in part.inputs.items():
+                merged.inputs.setdefault(m, {}).update({offset + i: x for i, x in good.items()})
+            merged.errors.update({(offset + i, m): e for (i, m), e in part.errors.items()})
+            merged.cropped.update((offset + i, m) for i, m in part.cropped)
+        return merged
+
+    def shifted(self, first: int, last: int) -> Decoded:
+        """Instances first..last-1 renumbered from 0 (their errors and crops; no inputs)."""
+        return Decoded(
+            Job(self.job.instances[first:last], self.job.fields[first:last], self.job.options),
+            errors={(i - first, m): e for (i, m), e in self.errors.items() if first <= i < last},
+            cropped={(i - first, m) for i, m in self.cropped if first <= i < last},
+        )
+
+
+def _fusion_options(options: Options) -> tuple[str, str, int]:
+    """The options that the gate and the fusion read: jobs that agree on them are fused together."""
+    return (options.fusion or "", options.reliability, options.top_k)
+
+
 class Predictor:
-    def __init__(self, decode_executor: Executor, max_pixels: int) -> None:
-        self.decode_executor = decode_executor
-        self.max_pixels = max_pixels
+    """Runs requests through their model's pipeline in `executor`, batched as the settings say."""
+
+    def __init__(self, executor: Executor, settings: Settings) -> None:
+        self.executor = executor
+        self.settings = settings
+        self.max_pixels = settings.max_image_pixels
 
     async def predict(
         self,
@@ -121,77 +117,89 @@ class Predictor:
         fields: list[str],
         options: Options,
     ) -> list[Prediction]:
-        """Predict every instance. `instances[i]` maps modality names of the model to raw values
-        (None or absent: missing); `fields[i]` is how errors name instance i (`inputs`, ...)."""
-        rows = {
-            m: [i for i, inst in enumerate(instances) if inst.get(m) is not None] for m in model.modalities
-        }
-        sent = [m for m in model.modalities if rows[m]]
-        # Tell the batchers what is coming, so they wait for it (briefly) rather than run half-full.
-        announced = {*sent, HEAD}
-        for component in announced:
-            model.batchers[component].expect()
-        errors: dict[tuple[int, str], InputError] = {}
-        try:
-            inputs, errors, cropped = await asyncio.get_running_loop().run_in_executor(
-                self.decode_executor, self._decode, model, instances, fields, rows, options.audio_too_long
-            )
-            for m in sent:
-                if not inputs[m]:  # nothing usable: no encoder run for this modality after all
-                    model.batchers[m].withdraw()
-                    announced.discard(m)
-            self._check(instances, fields, inputs, errors, options)
-            encoded = await asyncio.gather(
-                *(self._encode(model, m, inputs[m], announced) for m in inputs if inputs[m])
-            )
-            logits, scores = await self._head(model, len(instances), inputs, encoded, announced)
-        except InvalidInputs:
-            self._count(model, instances, errors, rejected=True)
-            raise
-        finally:
-            for component in announced:
-                model.batchers[component].withdraw()
-        present = np.array(
-            [[inst.get(m) is not None and (i, m) not in errors for m in model.modalities]
-             for i, inst in enumerate(instances)]
-        )  # fmt: skip
-        verdicts = self._gate(model, present, scores, options)
-        self._count(model, instances, errors, rejected=False, unreliable=verdicts.gated.unreliable)
-        return self._fuse(model, logits, present, verdicts, errors, options, cropped)
+        """Predict every instance, or raise InvalidInputs naming every unusable input."""
+        return await self._batcher(model).submit(Job(instances, fields, options), len(instances))
 
-    def _decode(
-        self,
-        model: LoadedModel,
-        instances: list[Mapping[str, object]],
-        fields: list[str],
-        rows: dict[str, list[int]],
-        too_long: TooLong | None,
-    ) -> tuple[dict[str, dict[int, np.ndarray]], dict[tuple[int, str], InputError], set[tuple[int, str]]]:
-        """Decode every input of the request (in a worker thread: one hop per request): encoder
-        inputs by modality and instance, the unusable inputs, and the (instance, modality) inputs
-        that were cropped to fit their contract."""
-        inputs: dict[str, dict[int, np.ndarray]] = {}
-        errors: dict[tuple[int, str], InputError] = {}
-        cropped: set[tuple[int, str]] = set()
-        for modality, present in rows.items():
+    def _batcher(self, model: LoadedModel) -> Batcher[Job, list[Prediction]]:
+        if model.batcher is None:
+            model.batcher = Batcher(
+                lambda jobs: self.run(model, jobs),
+                self.executor,
+                metrics.BatchMetrics(model.name),
+                enabled=self.settings.batching,
+                max_batch_size=self.settings.max_batch_size,
+                concurrency=self.settings.concurrency,
+            )
+        return model.batcher
+
+    def run(self, model: LoadedModel, jobs: list[Job]) -> list[list[Prediction] | Exception]:
+        """The whole pipeline over a batch of jobs, synchronously: each job's predictions, or the
+        InvalidInputs that rejects it. The jobs' instances are merged into one batch; the gate and
+        the fusion run once per group of jobs that ask for the same options."""
+        results: list[list[Prediction] | Exception] = [[] for _ in jobs]
+        accepted: list[tuple[int, Decoded]] = []
+        for k, job in enumerate(jobs):
+            decoded = self._decode(model, job)
+            try:
+                self._check(job.instances, job.fields, decoded.inputs, decoded.errors, job.options)
+            except InvalidInputs as error:
+                self._count(model, job.instances, decoded.errors, rejected=True)
+                results[k] = error
+                continue
+            accepted.append((k, decoded))
+        if not accepted:
+            return results
+        accepted.sort(key=lambda item: _fusion_options(item[1].job.options))  # groups run as slices
+        batch = Decoded.merge([decoded for _, decoded in accepted])
+        logits, scores = self._encode(model, batch)
+        present = np.array(
+            [[inst.get(m) is not None and (i, m) not in batch.errors for m in model.modalities]
+             for i, inst in enumerate(batch.job.instances)]
+        )  # fmt: skip
+        unreliable = np.zeros_like(present)
+        spans, start = [], 0
+        for k, decoded in accepted:
+            spans.append((k, decoded.job.options, start, start + len(decoded.job.instances)))
+            start = spans[-1][3]
+        for _, group in groupby(spans, key=lambda span: _fusion_options(span[1])):
+            members = list(group)
+            options, first, last = members[0][1], members[0][2], members[-1][3]
+            verdicts = self._gate(model, present[first:last], scores[first:last], options)
+            unreliable[first:last] = verdicts.gated.unreliable
+            predictions = self._fuse(
+                model, logits[first:last], present[first:last], verdicts, batch.shifted(first, last), options
+            )
+            for k, _, a, b in members:
+                results[k] = predictions[a - first : b - first]
+        self._count(model, batch.job.instances, batch.errors, rejected=False, unreliable=unreliable)
+        return results
+
+    def _decode(self, model: LoadedModel, job: Job) -> Decoded:
+        decoded = Decoded(job)
+        for modality in model.modalities:
+            present = [i for i, inst in enumerate(job.instances) if inst.get(modality) is not None]
             if not present:
                 continue
             contract = model.manifest.modalities[modality].input
             started = time.perf_counter()
-            good = inputs[modality] = {}
+            good = decoded.inputs[modality] = {}
             for i in present:
                 try:
                     good[i], was_cropped = decode_value(
-                        instances[i][modality], contract, f"{fields[i]}.{modality}", self.max_pixels, too_long
+                        job.instances[i][modality],
+                        contract,
+                        f"{job.fields[i]}.{modality}",
+                        self.max_pixels,
+                        job.options.audio_too_long,
                     )
                     if was_cropped:
-                        cropped.add((i, modality))
+                        decoded.cropped.add((i, modality))
                 except InputError as error:
-                    errors[(i, modality)] = error
-            metrics.DECODE_DURATION.labels(model=model.name, modality=modality).observe(
+                    decoded.errors[(i, modality)] = error
+            metrics.child(metrics.DECODE_DURATION, model.name, modality).observe(
                 time.perf_counter() - started
             )
-        return inputs, errors, cropped
+        return decoded
 
     @staticmethod
     def _check(
@@ -219,36 +227,30 @@ class Predictor:
             )
 
     @staticmethod
-    async def _encode(
-        model: LoadedModel, modality: str, arrays: dict[int, np.ndarray], announced: set[str]
-    ) -> np.ndarray:
-        batch = np.stack([arrays[i] for i in sorted(arrays)])
-        announced.discard(modality)
-        return await model.batchers[modality].submit(batch)
-
-    @staticmethod
-    async def _head(
-        model: LoadedModel,
-        count: int,
-        inputs: dict[str, dict[int, np.ndarray]],
-        encoded: list[np.ndarray],
-        announced: set[str],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One head run over every (instance, modality) pair: (B, M, C) logits, zeros where absent,
-        and (B, M) reliability scores of the inputs whose modality has a gate, NaN elsewhere.
-        An encoder's output is its features, then the probes its gate scores."""
+    def _encode(model: LoadedModel, batch: Decoded) -> tuple[np.ndarray, np.ndarray]:
+        """Each encoder once over its modality's rows, then the head once over every (instance,
+        modality) pair: (B, M, C) logits, zeros where absent, and (B, M) reliability scores of the
+        inputs whose modality has a gate, NaN elsewhere. An encoder's output is its features, then
+        the probes its gate scores."""
         width = model.manifest.head.feature_dim
+        count = len(batch.job.instances)
         logits = np.zeros((count, len(model.modalities), len(model.manifest.labels)), np.float32)
         scores = np.full((count, len(model.modalities)), np.nan)
-        announced.discard(HEAD)
-        out = await model.batchers[HEAD].submit(np.concatenate([e[:, :width] for e in encoded]))
+        encoded, placed = [], []  # encoder features, and the (modality, instances) of their rows
+        for j, m in enumerate(model.modalities):
+            chosen = sorted(batch.inputs.get(m, {}))
+            if not chosen:
+                continue
+            out = _run(model, m, np.stack([batch.inputs[m][i] for i in chosen]))
+            encoded.append(out[:, :width])
+            placed.append((j, chosen))
+            if m in model.gates:
+                scores[chosen, j] = model.gates[m].score(out[:, width:])
+        out = _run(model, HEAD, np.concatenate(encoded))
         offset = 0
-        for modality, rows in zip([m for m in inputs if inputs[m]], encoded, strict=True):
-            j, chosen = model.modalities.index(modality), sorted(inputs[modality])
-            logits[chosen, j] = out[offset : offset + len(rows)]
-            if modality in model.gates:
-                scores[chosen, j] = model.gates[modality].score(rows[:, width:])
-            offset += len(rows)
+        for j, chosen in placed:
+            logits[chosen, j] = out[offset : offset + len(chosen)]
+            offset += len(chosen)
         return logits, scores
 
     @staticmethod
@@ -269,17 +271,19 @@ class Predictor:
         logits: np.ndarray,
         present: np.ndarray,
         verdicts: Verdicts,
-        errors: dict[tuple[int, str], InputError],
+        inputs: Decoded,
         options: Options,
-        cropped: set[tuple[int, str]],
     ) -> list[Prediction]:
+        """Fuse each instance's usable modalities; `inputs` holds the instances' errors and crops."""
         modalities, labels = model.modalities, model.manifest.labels
+        errors, cropped = inputs.errors, inputs.cropped
         gated = verdicts.gated
         temperatures, fusion = model.temperatures, model.manifest.fusion
         fused = fuse(logits, gated.usable, temperatures, options.fusion or fusion.rule, fusion.temperatures)
         probabilities = softmax(fused.logits.astype(np.float64))
-        calibrated = softmax(logits.astype(np.float64) / temperatures[None, :, None])
-        entropies = entropy(logits, temperatures[None, :, None])
+        log_calibrated = log_softmax(logits.astype(np.float64) / temperatures[None, :, None])
+        calibrated = np.exp(log_calibrated)
+        entropies = -(calibrated * log_calibrated).sum(axis=-1)
         k = min(options.top_k, len(labels))
         predictions = []
         for i in range(len(logits)):
@@ -299,15 +303,15 @@ class Predictor:
                         reliability=verdict,
                     )
                     if verdict is not None:
-                        metrics.RELIABILITY_SCORE.labels(model=model.name, modality=m).observe(verdict.score)
-                    metrics.FUSION_WEIGHT.labels(model=model.name, modality=m).observe(fused.weights[i, j])
-                    metrics.ENTROPY.labels(model=model.name, modality=m).observe(entropies[i, j])
+                        metrics.child(metrics.RELIABILITY_SCORE, model.name, m).observe(verdict.score)
+                    metrics.child(metrics.FUSION_WEIGHT, model.name, m).observe(fused.weights[i, j])
+                    metrics.child(metrics.ENTROPY, model.name, m).observe(entropies[i, j])
                 elif (i, m) in errors:
                     outcomes[m] = ModalityOutcome(state="dropped", reason=str(errors[(i, m)]))
                 else:
                     outcomes[m] = ModalityOutcome(state="missing")
             combination = "+".join(m for j, m in enumerate(modalities) if gated.usable[i, j])
-            metrics.COMBINATIONS.labels(model=model.name, combination=combination).inc()
+            metrics.child(metrics.COMBINATIONS, model.name, combination).inc()
             predictions.append(
                 Prediction(
                     label=labels[int(order[0])],
@@ -339,4 +343,12 @@ class Predictor:
                     state = "unreliable"
                 else:
                     state = "present"
-                metrics.INPUTS.labels(model=model.name, modality=m, state=state).inc()
+                metrics.child(metrics.INPUTS, model.name, m, state).inc()
+
+
+def _run(model: LoadedModel, component: str, rows: np.ndarray) -> np.ndarray:
+    started = time.perf_counter()
+    out = model.sessions[component].run(rows)
+    metrics.child(metrics.INFERENCE_DURATION, model.name, component).observe(time.perf_counter() - started)
+    metrics.child(metrics.BATCH_SIZE, model.name, component).observe(len(rows))
+    return out

@@ -5,19 +5,24 @@ sha256, its onnxruntime sessions are created and warmed up, and only then is it 
 that fails any step is not served, is logged and counted, and does not stop the others. A reload
 (asked for, or noticed by polling the folder) loads what changed next to what is serving and swaps
 it in at once; a version that fails to load leaves the one already serving in place.
+
+Polling follows the folder as Triton's poll mode does: a model or version whose folder is removed
+is unloaded. A repository that cannot be read (missing, unreadable, or holding no model at all while
+some are served: an unmounted volume, a failing disk, a copy half done) is a fault, not a wish to
+serve nothing: the models loaded keep serving, a warning is logged once, and
+`anymodal_repository_readable` reads 0 until a poll can read it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from anymodal.service import metrics
-from anymodal.service.batching import Batcher
 from anymodal.service.features import input_shape
 from anymodal.service.manifest import MANIFEST_NAME, BundleError, Manifest, verify_bundle
 from anymodal.service.reliability import ReliabilityModel
@@ -40,7 +45,8 @@ class Failure:
 
 @dataclass
 class LoadedModel:
-    """One served model version: its manifest, sessions and batchers."""
+    """One served model version: its manifest, sessions, gates, and the batcher of its pipeline
+    (made by the predictor on the first request)."""
 
     name: str
     version: int
@@ -49,7 +55,7 @@ class LoadedModel:
     fingerprint: str
     sessions: dict[str, Session]  # by modality, and HEAD
     gates: dict[str, ReliabilityModel]  # by modality, for those whose manifest has one
-    batchers: dict[str, Batcher] = field(default_factory=dict)
+    batcher: Any = None
 
     @property
     def modalities(self) -> list[str]:
@@ -92,12 +98,12 @@ def version_folders(model_folder: Path) -> dict[int, Path]:
 
 
 class ModelRepository:
-    def __init__(self, settings: Settings, executor: Executor) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.root = settings.model_repository
         self.settings = settings
-        self.executor = executor
         self.models: dict[str, dict[int, LoadedModel]] = {}
         self.failures: dict[tuple[str, int], Failure] = {}
+        self.readable = True  # the last look at the folder could read it
         self._lock = asyncio.Lock()
 
     # -- lookups -----------------------------------------------------------------------------
@@ -124,18 +130,26 @@ class ModelRepository:
         return any(self.models.values())
 
     # -- loading -----------------------------------------------------------------------------
-    def model_names_on_disk(self) -> list[str]:
+    def scan(self) -> dict[str, dict[int, Path]]:
+        """The version folders of every model on disk, by name. OSError if the repository cannot be
+        read: missing, not a folder, or any part of it unreadable."""
         if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if version_folders(p))
+            raise FileNotFoundError(f"{self.root} is missing or not a folder")
+        found = {p.name: version_folders(p) for p in self.root.iterdir()}
+        return {name: folders for name, folders in sorted(found.items()) if folders}
 
     def load_all(self) -> None:
         """Load every version of every model in the repository (blocking; at start)."""
-        if not self.root.is_dir():
-            log.error("model repository %s does not exist; no model is served", self.root)
-        for name in self.model_names_on_disk():
+        try:
+            on_disk = self.scan()
+            self._readable(True)
+        except OSError as error:
+            log.error("cannot read the model repository (%s); no model is served", error)
+            self._readable(False)
+            on_disk = {}
+        for name, folders in on_disk.items():
             versions = {}
-            for version, folder in sorted(version_folders(self.root / name).items()):
+            for version, folder in sorted(folders.items()):
                 loaded = self._load(name, version, folder)
                 if loaded is not None:
                     versions[version] = loaded
@@ -184,15 +198,6 @@ class ModelRepository:
         }
         loaded = LoadedModel(name, version, folder, manifest, before, sessions, gates)
         self._warm_up(loaded)
-        for component, session in sessions.items():
-            loaded.batchers[component] = Batcher(
-                session.run,
-                None if component == HEAD else self.executor,  # the head is one small matmul
-                metrics.ComponentMetrics(name, component),
-                enabled=self.settings.batching,
-                max_batch_size=self.settings.max_batch_size,
-                max_queue_delay=self.settings.max_queue_delay_ms / 1000.0,
-            )
         return loaded
 
     def _warm_up(self, loaded: LoadedModel) -> None:
@@ -254,12 +259,12 @@ class ModelRepository:
                 log.info("reloaded %s: %s", name, report)
             return report
 
-    def changed_models(self) -> list[str]:
-        """Models whose folders differ from what is loaded: new, changed or removed versions.
-        A broken version is tried again only once its files change."""
+    def changed_models(self, on_disk: dict[str, dict[int, Path]]) -> list[str]:
+        """Models whose folders (`scan`) differ from what is loaded: new, changed or removed
+        versions. A broken version is tried again only once its files change."""
         changed = []
-        for name in sorted(set(self.model_names_on_disk()) | set(self.models)):
-            folders = version_folders(self.root / name)
+        for name in sorted(set(on_disk) | set(self.models)):
+            folders = on_disk.get(name, {})
             served = self.models.get(name, {})
             for version, folder in folders.items():
                 now = fingerprint(folder)
@@ -276,11 +281,37 @@ class ModelRepository:
         return changed
 
     async def watch(self, interval: float) -> None:
-        """Poll the repository every `interval` seconds and reload the models that changed."""
+        """Poll the repository every `interval` seconds."""
         while True:
             await asyncio.sleep(interval)
             try:
-                for name in await asyncio.to_thread(self.changed_models):
-                    await self.reload(name)
+                await self.poll()
             except Exception:  # a broken poll must not end the watcher
                 log.exception("repository poll failed")
+
+    async def poll(self) -> None:
+        """Reload the models that changed, unless the repository cannot be read (or holds no model
+        while some are served): then keep serving what is loaded."""
+        try:
+            on_disk = await asyncio.to_thread(self.scan)
+            if not on_disk and self.models:
+                raise FileNotFoundError(f"{self.root} holds no model")
+        except OSError as error:
+            metrics.REPOSITORY_ERRORS.inc()
+            if self.readable:
+                log.warning(
+                    "cannot read the model repository (%s); the models loaded keep serving: %s",
+                    error,
+                    {n: sorted(v) for n, v in self.models.items()},
+                )
+            self._readable(False)
+            return
+        if not self.readable:
+            log.info("the model repository %s can be read again", self.root)
+        self._readable(True)
+        for name in await asyncio.to_thread(self.changed_models, on_disk):
+            await self.reload(name)
+
+    def _readable(self, readable: bool) -> None:
+        self.readable = readable
+        metrics.REPOSITORY_READABLE.set(int(readable))

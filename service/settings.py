@@ -29,18 +29,28 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Larger request bodies get 413")
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request body not all received this long after the request began gets 408"
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, gt=0, description="A request line and headers over this many bytes get 431"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A connection's request line and headers must arrive this soon, else 408"
+    )
     max_image_pixels: int = Field(16_000_000, gt=0, description="Decompression-bomb guard")
     max_instances: int = Field(64, gt=0, description="Instances in one batch request")
 
-    batching: bool = Field(True, description="Dynamic batching of concurrent requests")
-    max_batch_size: int = Field(32, gt=0)
-    max_queue_delay_ms: float = Field(
-        5.0, ge=0, description="Longest a batch waits for requests already on their way"
+    batching: bool = Field(True, description="Requests queued while the pipeline is busy run as one batch")
+    max_batch_size: int = Field(32, gt=0, description="Instances in one batch")
+    concurrency: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Pipeline runs at once per worker (threads); more requests queue and are batched",
     )
 
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime threads per session run")
-    decode_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
     repository_poll_seconds: float = Field(10.0, ge=0, description="Reload changed bundles; 0: off")
     drain_seconds: float = Field(30.0, ge=0, description="Longest wait for in-flight requests on SIGTERM")
