@@ -17,20 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,37 +33,11 @@ sys.path.insert(0, str(ROOT))
 from anymodal.service.predictor import Options, Predictor  # noqa: E402
 from anymodal.service.repository import ModelRepository  # noqa: E402
 from anymodal.service.settings import Settings  # noqa: E402
+from loadgen import load_python, load_wrk, percentile, request_body, request_inputs  # noqa: E402
 
 from tests.live import LiveServer  # noqa: E402
 
-FIXTURES = ROOT / "tests" / "fixtures"
 TARGETS = {"p50_ratio": 2.0, "batching_speedup": 3.0, "rss_mb": 300.0, "ready_seconds": 3.0}
-
-
-def request_inputs() -> dict[str, object]:
-    return {
-        "image": (FIXTURES / "digit_7.png").read_bytes(),
-        "audio": (FIXTURES / "digit_7.wav").read_bytes(),
-        "text": "sieben",
-    }
-
-
-def request_body() -> bytes:
-    inputs = request_inputs()
-    return json.dumps(
-        {
-            "inputs": {
-                "image": {"b64": base64.b64encode(inputs["image"]).decode()},  # type: ignore[arg-type]
-                "audio": {"b64": base64.b64encode(inputs["audio"]).decode()},  # type: ignore[arg-type]
-                "text": inputs["text"],
-            }
-        }
-    ).encode()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 async def in_process(repository: Path, seconds: float) -> dict[str, float]:
@@ -105,66 +74,6 @@ async def in_process(repository: Path, seconds: float) -> dict[str, float]:
         "rps_c1": len(latencies) / seconds,
         "rps_c32": concurrent_rps,
     }
-
-
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = io.open("{body}", "rb"):read("*all")
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %f %f %f\\n", summary.requests, summary.errors.status
-    + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99), summary.duration))
-end
-"""
-
-
-def load_wrk(url: str, body: bytes, connections: int, seconds: float) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "body.json").write_bytes(body)
-        script = Path(folder) / "post.lua"
-        script.write_text(WRK_SCRIPT.replace("{body}", str(Path(folder) / "body.json")))
-        command = ["wrk", "-t", str(min(2, connections)), "-c", str(connections)]
-        command += ["-d", f"{max(1, round(seconds))}s", "-s", str(script), url]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    requests, errors, p50, p99, duration = re.search(r"RESULT (\S+) (\S+) (\S+) (\S+) (\S+)", output).groups()  # type: ignore[union-attr]
-    return {
-        "rps": int(requests) / (float(duration) / 1e6),
-        "p50_ms": float(p50) / 1000,
-        "p99_ms": float(p99) / 1000,
-        "errors": int(errors),
-    }
-
-
-def load_python(url: str, body: bytes, connections: int, seconds: float) -> dict[str, float]:
-    async def run() -> dict[str, float]:
-        latencies: list[float] = []
-        errors = 0
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-            stop = time.perf_counter() + seconds
-
-            async def worker() -> None:
-                nonlocal errors
-                while time.perf_counter() < stop:
-                    started = time.perf_counter()
-                    answer = await client.post(
-                        url, content=body, headers={"content-type": "application/json"}
-                    )
-                    latencies.append(time.perf_counter() - started)
-                    errors += answer.status_code != 200
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(connections)))
-            elapsed = time.perf_counter() - started
-        return {
-            "rps": len(latencies) / elapsed,
-            "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * percentile(latencies, 99),
-            "errors": errors,
-        }
-
-    return asyncio.run(run())
 
 
 def rss_mb(pid: int) -> dict[str, float]:
