@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import soundfile
 import soxr
+from anymodal.service import wav
 from anymodal.service.manifest import (
     AudioContract,
     ImageContract,
@@ -146,33 +147,18 @@ def decode_audio(
     policy = too_long or contract.too_long
     if not data:
         raise InputError(field, "is empty; send the bytes of a WAV file")
-    try:
-        with soundfile.SoundFile(io.BytesIO(data)) as sound:
-            frames, rate = sound.frames, sound.samplerate
-            if frames <= 0:
-                raise InputError(field, "holds no samples; send a recording that is not empty")
-            seconds = frames / rate
-            longer = seconds > contract.max_seconds
-            if longer and policy == "reject":
-                raise InputError(
-                    field,
-                    f"is {seconds:.2f} s long; this model accepts at most {contract.max_seconds:g} s:"
-                    f" trim it, or set the request option audio_too_long=crop to keep its loudest"
-                    f" {contract.max_seconds:g} s",
-                )
-            samples = sound.read(dtype="float32", always_2d=True)
-    except InputError:
-        raise
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise InputError(field, f"is not audio this service can read ({error}); send a WAV file") from None
-    if samples.shape[0] < frames or _wav_is_truncated(data):
-        raise InputError(field, "is truncated: its header promises more audio than it holds")
+    plain = wav.read_plain(data)
+    if plain is not None:
+        samples, rate = plain
+        _check_length(len(samples), rate, contract, field, policy)
+    else:
+        samples, rate = _read_with_libsndfile(data, contract, field, policy)
     if not np.isfinite(samples).all():
         raise InputError(field, "holds samples that are not finite numbers")
     mono = samples.mean(axis=1)
     if rate != contract.sample_rate:
         mono = soxr.resample(mono, rate, contract.sample_rate, quality="HQ").astype(np.float32)
-    if longer:
+    if len(samples) / rate > contract.max_seconds:
         return Decoded(loudest_window(mono, contract.max_samples), cropped=True)
     return Decoded(mono[: contract.max_samples])  # resampling may round up by a sample
 
@@ -187,19 +173,34 @@ def loudest_window(wave: np.ndarray, length: int) -> np.ndarray:
     return wave[start : start + length]
 
 
-def _wav_is_truncated(data: bytes) -> bool:
-    """True when a RIFF/WAVE file's data chunk declares more bytes than follow it. libsndfile reads
-    such a file without complaint, up to where it was cut off. A declared size of 0 or 0xFFFFFFFF
-    (written by streaming recorders that do not know the length yet) is not a promise."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return False
-    offset = 12
-    while offset + 8 <= len(data):
-        chunk, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
-        if chunk == b"data":
-            return size not in (0, 0xFFFFFFFF) and offset + 8 + size > len(data)
-        offset += 8 + size + (size & 1)
-    return False
+def _read_with_libsndfile(
+    data: bytes, contract: AudioContract, field: str, policy: TooLong
+) -> tuple[np.ndarray, int]:
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as sound:
+            frames, rate = sound.frames, sound.samplerate
+            _check_length(frames, rate, contract, field, policy)
+            samples = sound.read(dtype="float32", always_2d=True)
+    except InputError:
+        raise
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise InputError(field, f"is not audio this service can read ({error}); send a WAV file") from None
+    if samples.shape[0] < frames or wav.is_truncated(data):
+        raise InputError(field, "is truncated: its header promises more audio than it holds")
+    return samples, rate
+
+
+def _check_length(frames: int, rate: int, contract: AudioContract, field: str, policy: TooLong) -> None:
+    if frames <= 0:
+        raise InputError(field, "holds no samples; send a recording that is not empty")
+    seconds = frames / rate
+    if seconds > contract.max_seconds and policy == "reject":
+        raise InputError(
+            field,
+            f"is {seconds:.2f} s long; this model accepts at most {contract.max_seconds:g} s:"
+            f" trim it, or set the request option audio_too_long=crop to keep its loudest"
+            f" {contract.max_seconds:g} s",
+        )
 
 
 def check_text(text: object, contract: TextContract, field: str) -> str:

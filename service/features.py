@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from anymodal.service.manifest import (
     AudioContract,
     ImageContract,
@@ -58,12 +59,11 @@ def log_mel(waveform: np.ndarray, contract: AudioContract) -> np.ndarray:
     padded = np.zeros(contract.max_samples, dtype=np.float32)
     padded[:length] = waveform[:length]
     half = contract.n_fft // 2
-    signal = np.pad(padded, half, mode="reflect")
+    signal = np.concatenate((padded[half:0:-1], padded, padded[-2 : -half - 2 : -1]))  # reflected
     active = contract.frames
     if length < contract.max_samples - half:  # the reflection at the end holds only zeros
         active = min(contract.frames, -(-(half + length) // contract.hop_length))
-    starts = np.arange(active) * contract.hop_length
-    frames = signal[starts[:, None] + np.arange(contract.n_fft)[None]]
+    frames = sliding_window_view(signal, contract.n_fft)[:: contract.hop_length][:active]
     power = np.abs(np.fft.rfft(frames * hann_window(contract.n_fft), axis=1)) ** 2
     mel = np.zeros((contract.n_mels, contract.frames), dtype=np.float32)
     mel[:, :active] = mel_filterbank(contract.sample_rate, contract.n_fft, contract.n_mels) @ power.T
