@@ -48,13 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The decoders' matrix products are tiny (the mel filterbank): extra BLAS threads only spin and
     # steal the cores that requests need.
     threadpool_limits(limits=1, user_api="blas")
-    inference = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="onnxruntime")
-    decoding = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+    pipeline = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="pipeline")
     state = ServiceState(
         settings=settings,
-        repository=ModelRepository(settings, inference),
-        predictor=Predictor(decoding, settings.max_image_pixels),
-        executors=[inference, decoding],
+        repository=ModelRepository(settings),
+        predictor=Predictor(pipeline, settings),
+        executors=[pipeline],
     )
 
     @asynccontextmanager
