@@ -26,8 +26,9 @@ from anymodal.service.schemas import (
 )
 from anymodal.service.security import require_api_key
 from anymodal.service.state import ServiceState, get_state
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import ValidationError
+from pydantic_core import to_json
 from starlette.datastructures import UploadFile
 
 router = APIRouter(prefix="/v1", tags=["anymodal"], dependencies=[Depends(require_api_key)])
@@ -89,7 +90,8 @@ def _default(state: ServiceState) -> str:
 
 
 @router.post("/models/{model}/predict", summary="Predict with the newest version of a model", **PREDICT_ROUTE)
-async def predict(model: str, request: Request, state: ServiceState = Depends(get_state)):
+async def predict(model: str, request: Request):
+    state = request.app.state.service
     return await _predict(request, state, state.repository.get(model))
 
 
@@ -98,14 +100,14 @@ async def predict(model: str, request: Request, state: ServiceState = Depends(ge
     summary="Predict with a given version of a model",
     **PREDICT_ROUTE,
 )
-async def predict_version(
-    model: str, version: int, request: Request, state: ServiceState = Depends(get_state)
-):
+async def predict_version(model: str, version: int, request: Request):
+    state = request.app.state.service
     return await _predict(request, state, state.repository.get(model, version))
 
 
 @router.post("/predict", summary="Predict with the default model", **PREDICT_ROUTE)
-async def predict_default(request: Request, state: ServiceState = Depends(get_state)):
+async def predict_default(request: Request):
+    state = request.app.state.service  # not a dependency: the hot path skips FastAPI's resolver
     return await _predict(request, state, state.repository.get(_default(state)))
 
 
@@ -200,10 +202,12 @@ async def _predict(request: Request, state: ServiceState, loaded: LoadedModel):
         "model": {"name": loaded.name, "version": loaded.version},
     }
     if batch:
-        return BatchPredictResponse(
-            **common, fusion=rule, predictions=[_body(p, loaded) for p in predictions]
-        )
-    return PredictResponse(**common, fusion=rule, **_body(predictions[0], loaded))
+        body = {**common, "fusion": rule, "predictions": [_body(p, loaded) for p in predictions]}
+    else:
+        body = {**common, "fusion": rule, **_body(predictions[0], loaded)}
+    # Serialized here, not by FastAPI: `response_model` documents the body, but checking this dict
+    # against it again on every answer would cost more than building it.
+    return Response(to_json(body), media_type="application/json")
 
 
 def _body(prediction: Prediction, loaded: LoadedModel) -> dict[str, Any]:

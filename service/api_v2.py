@@ -178,14 +178,14 @@ INFER_ROUTE: dict[str, Any] = {
 
 
 @router.post("/models/{model}/infer", summary="Inference", **INFER_ROUTE)
-async def infer(model: str, request: Request, state: ServiceState = Depends(get_state)) -> Response:
+async def infer(model: str, request: Request) -> Response:
+    state = request.app.state.service  # not a dependency: the hot path skips FastAPI's resolver
     return await _infer(state, _get(state, model, None), request)
 
 
 @router.post("/models/{model}/versions/{version}/infer", summary="Inference", **INFER_ROUTE)
-async def infer_version(
-    model: str, version: str, request: Request, state: ServiceState = Depends(get_state)
-) -> Response:
+async def infer_version(model: str, version: str, request: Request) -> Response:
+    state = request.app.state.service
     return await _infer(state, _get(state, model, version), request)
 
 

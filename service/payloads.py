@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import random
 import re
-import uuid
 
 from anymodal.service.decoding import InputError, decode_base64
 from anymodal.service.errors import ApiError, describe
@@ -13,10 +14,29 @@ from pydantic import ValidationError
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+class _Ids:
+    """Random 128-bit hex ids from a generator seeded from the OS once per process. `uuid4()` asks
+    the OS on every call, and that system call hands the interpreter lock to whichever thread is
+    running the pipeline: the event loop can then wait milliseconds for it, on every request. A
+    request id needs to be unique, not secret."""
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._generator = random.Random()
+
+    def new(self) -> str:
+        if self._pid != os.getpid():  # a forked worker must not repeat its parent's ids
+            self._pid, self._generator = os.getpid(), random.Random(os.urandom(32))
+        return f"{self._generator.getrandbits(128):032x}"
+
+
+_IDS = _Ids()
+
+
 def request_id(offered: str) -> str:
     """The client's request id (`X-Request-ID`, or gRPC's `x-request-id` metadata) when it is a
     sane one, else a new one: it ends up in logs and answers, so arbitrary text is not echoed."""
-    return offered if REQUEST_ID.match(offered) else uuid.uuid4().hex
+    return offered if REQUEST_ID.match(offered) else _IDS.new()
 
 
 def media_type(request: Request) -> str:
