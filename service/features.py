@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from anymodal.service.manifest import (
     AudioContract,
     ImageContract,
@@ -17,6 +16,7 @@ from anymodal.service.manifest import (
     TensorContract,
     TextContract,
 )
+from numpy.lib.stride_tricks import sliding_window_view
 
 LOG_FLOOR = 1e-6
 PAD_ID = 0  # byte b is id b + 1, so 0 is free to mark padding
