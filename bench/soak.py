@@ -32,7 +32,7 @@ import os
 import random
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,15 +216,16 @@ def main() -> None:
     parser.add_argument("--pid", type=int, help="With --url: the server's process, to measure its memory")
     parser.add_argument("--json", type=Path, help="Also write the results here")
     args = parser.parse_args()
-    log: deque[str] = deque()
+    log: list[str] = []
     if args.url:
         result = asyncio.run(soak(args.url, args.clients, args.seconds, args.seed, args.pid))
     else:
-        server, log = start(args.workers)
+        server = start(args.workers)
         try:
             result = asyncio.run(soak(server.url, args.clients, args.seconds, args.seed, server.process.pid))
         finally:
             server.stop()
+            log = server.output().splitlines()[-20:]
         result["workers"] = args.workers
     report(result)
     if args.json:

@@ -4,12 +4,10 @@ resident memory, and the counts of its /metrics page."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
-from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -73,20 +71,12 @@ async def watch_memory(pid: int | None, first: float, started: float, rss: list[
         await asyncio.sleep(10)
 
 
-def start(workers: int) -> tuple[LiveServer, deque[str]]:
-    """A server of the bundled models, ready; its log is read as it comes, so that a full pipe never
-    blocks it (tracebacks of 5xx fill one fast), and its last lines kept."""
-    server, log = LiveServer(MODELS, workers=workers), deque[str](maxlen=20)
+def start(workers: int) -> LiveServer:
+    """A server of the bundled models, ready (its log goes to a file: `server.output()`)."""
+    server = LiveServer(MODELS, workers=workers)
     try:
         server.wait_ready()
     except BaseException:
         server.stop()
         raise
-    assert server.process.stdout is not None
-    threading.Thread(target=drain, args=(server.process.stdout, log), daemon=True).start()
-    return server, log
-
-
-def drain(stream: IO[bytes], lines: deque[str]) -> None:
-    for line in stream:
-        lines.append(line.decode(errors="replace").rstrip())
+    return server

@@ -44,9 +44,10 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="Requests queued while the pipeline is busy run as one batch")
     max_batch_size: int = Field(32, gt=0, description="Instances in one batch")
     concurrency: int = Field(
-        default_factory=lambda: os.cpu_count() or 1,
+        1,
         ge=1,
-        description="Pipeline runs at once per worker (threads); more requests queue and are batched",
+        description="Pipeline runs at once per worker (threads); more requests queue and are batched."
+        " One is fastest on CPU: a second thread mostly waits for the interpreter lock; use workers",
     )
 
     provider: Literal["auto", "cpu", "cuda"] = "auto"

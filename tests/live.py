@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,9 +65,10 @@ class LiveServer:
         ]
         command += ["--repository", str(repository)]
         self.started = time.perf_counter()
-        self.process = subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        # A file, not a pipe: a long run can log more than a pipe holds, and a full pipe that nobody
+        # reads blocks the server the next time it writes.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (read after the server stops; gone with it)
+        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def wait_ready(self, timeout: float = 30.0) -> float:
@@ -84,9 +86,9 @@ class LiveServer:
         raise TimeoutError(f"the server was not ready in {timeout} s: {self.output()}")
 
     def output(self) -> str:
-        if self.process.poll() is None or self.process.stdout is None:
-            return ""
-        return self.process.stdout.read().decode(errors="replace")
+        """Everything the server has logged so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def stop(self) -> int:
         self.client.close()
