@@ -42,7 +42,8 @@ REQUEST_DURATION = Histogram(
 IN_FLIGHT = Gauge("anymodal_requests_in_flight", "HTTP requests being answered", multiprocess_mode="livesum")
 INPUTS = Counter(
     "anymodal_inputs",
-    "Inputs of predictions by model, modality and state: present (used), missing (not sent),"
+    "Inputs of predictions by model, modality and state: present (usable: fused, unless another"
+    " input of its request got the request rejected), missing (not sent),"
     " invalid (unusable, request rejected), dropped (unusable, predicted without it),"
     " unreliable (decodable, but failed the reliability gate: not fused)",
     ["model", "modality", "state"],
