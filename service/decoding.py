@@ -84,7 +84,7 @@ def decode_image(
         if width * height > max_pixels:
             raise _too_many_pixels(field, f"has {width}x{height} = {width * height} pixels", max_pixels)
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: otherwise a copy even when upright
         image = _to_rgb_or_l(image)
     except InputError:
         raise
@@ -97,7 +97,8 @@ def decode_image(
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise InputError(field, f"is a damaged or truncated image ({error}); send the whole file") from None
-    image = image.convert(contract.mode)
+    if image.mode != contract.mode:
+        image = image.convert(contract.mode)
     size = (contract.width, contract.height)
     if image.size != size:
         shrinking = image.width >= contract.width and image.height >= contract.height
