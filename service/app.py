@@ -2,8 +2,8 @@
 
 Start: every bundle is verified, loaded and warmed up before readiness turns 200; then the gRPC
 server (`service/grpc_server.py`) starts in the same event loop. SIGTERM (or Ctrl-C): readiness
-turns 503 at once, requests in flight (HTTP and gRPC) finish (up to `drain_seconds`), then the
-server exits, stopping the gRPC server last. `create_app` is the factory uvicorn imports in every
+turns 503, HTTP and gRPC take no new work and finish what is in flight (up to `drain_seconds`),
+then the worker exits (`service/shutdown.py`). `create_app` is the factory uvicorn imports in every
 worker.
 """
 
@@ -12,18 +12,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib.metadata import version as package_version
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from anymodal.service import api_v1, api_v2, metrics, payloads
+from anymodal.service import api_v1, api_v2, metrics, payloads, shutdown
 from anymodal.service.binary_data import HEADER
 from anymodal.service.errors import ApiError, error_response, install_handlers
 from anymodal.service.predictor import Predictor
@@ -65,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watcher = None
         if settings.repository_poll_seconds > 0:
             watcher = asyncio.create_task(state.repository.watch(settings.repository_poll_seconds))
-        _drain_on_signals(state, asyncio.get_running_loop())
+        stopping = shutdown.on_signals(state, asyncio.get_running_loop())
         try:
             async with AsyncExitStack() as transports:
                 if settings.grpc_port:
@@ -75,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     # builds the app (`anymodal openapi`, tests) need not load them.
                     from anymodal.service import grpc_server
 
-                    await transports.enter_async_context(grpc_server.serving(state))
+                    await transports.enter_async_context(grpc_server.serving(state, stopping))
                 yield
         finally:
             if watcher is not None:
@@ -110,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID", HEADER],
                            expose_headers=[HEADER])  # fmt: skip
+    app.add_middleware(shutdown.Unfinished, drain_seconds=settings.drain_seconds)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestContext, state=state)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -154,38 +152,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             components[model.__name__] = definition
         app.openapi_schema = schema
     return app.openapi_schema
-
-
-def _drain_on_signals(state: ServiceState, loop: asyncio.AbstractEventLoop) -> None:
-    """On SIGTERM or SIGINT: stop being ready at once, let in-flight requests finish, then hand the
-    signal to the server (uvicorn), which closes the socket and exits. A second signal exits now."""
-    if threading.current_thread() is not threading.main_thread():
-        return  # an embedded or test server: signals are not ours to handle
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(sig)
-        if not callable(previous):
-            continue
-
-        def handler(signum: int, frame: FrameType | None, previous: Callable = previous) -> None:
-            if state.draining:
-                previous(signum, frame)
-                return
-            state.draining = True
-            log.info(
-                "signal %d: not ready any more; draining %d request(s) in flight", signum, state.in_flight
-            )
-            loop.call_soon_threadsafe(lambda: loop.create_task(_drain(state, previous, signum, frame)))
-
-        signal.signal(sig, handler)
-
-
-async def _drain(state: ServiceState, stop: Callable, signum: int, frame: FrameType | None) -> None:
-    deadline = time.monotonic() + state.settings.drain_seconds
-    while state.in_flight > 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    if state.in_flight:
-        log.warning("drain time is up with %d request(s) in flight", state.in_flight)
-    stop(signum, frame)
 
 
 class RequestContext:

@@ -10,15 +10,17 @@ stranger.
 
 What REST does, gRPC does: calls are counted in the same metrics (route `grpc/<method>`, code the
 HTTP status REST answers for the same outcome, 499 for a call the client cancelled) and in the
-requests in flight that a drain waits for; the API keys guard every call but the health ones
-(ServerLive, ServerReady, ModelReady), as `authorization: Bearer <key>` metadata; a message over
-`max_body_bytes` is refused (RESOURCE_EXHAUSTED, by gRPC itself, before any handler runs); while
-the worker drains, readiness turns false and calls are still answered. Errors carry REST's
-messages, with the status codes of `STATUS`.
+requests in flight; the API keys guard every call but the health ones (ServerLive, ServerReady,
+ModelReady), as `authorization: Bearer <key>` metadata; a message over `max_body_bytes` is refused
+(RESOURCE_EXHAUSTED, by gRPC itself, before any handler runs); on SIGTERM the server stops taking
+calls when HTTP stops taking requests, and the calls in flight get as long as HTTP's requests
+(`drain_seconds`, `service/shutdown.py`). Errors carry REST's messages, with the status codes of
+`STATUS`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -55,14 +57,12 @@ STATUS = {
     503: grpc.StatusCode.UNAVAILABLE,
 }
 CANCELLED = 499  # the metrics' code for a call the client cancelled or let time out
-# Calls in flight when the worker exits get this long to finish: the drain on SIGTERM has already
-# waited for those in flight then, so only calls that arrived during its last moments are left.
-STOP_GRACE_SECONDS = 5.0
 
 
 @asynccontextmanager
-async def serving(state: ServiceState) -> AsyncIterator[None]:
-    """A gRPC server on `grpc_port` (at `host`) in the running event loop, for the duration."""
+async def serving(state: ServiceState, stopping: asyncio.Event) -> AsyncIterator[None]:
+    """A gRPC server on `grpc_port` (at `host`) in the running event loop, for the duration. Once
+    `stopping` is set it takes no new call and gives those in flight up to `drain_seconds`."""
     settings = state.settings
     server = grpc.aio.server(
         options=[
@@ -82,10 +82,17 @@ async def serving(state: ServiceState) -> AsyncIterator[None]:
         ) from None
     await server.start()
     log.info("gRPC on %s", address)
+
+    async def stop() -> None:
+        await stopping.wait()
+        await server.stop(settings.drain_seconds)
+
+    stopped = asyncio.create_task(stop())
     try:
         yield
     finally:
-        await server.stop(STOP_GRACE_SECONDS)
+        stopping.set()  # the lifespan also ends without a signal: an embedded server, a test client
+        await stopped
 
 
 def rpc(

@@ -3,6 +3,7 @@ a failed reload keeps the old version serving, SIGTERM drains, several workers s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -132,7 +133,9 @@ def test_sigterm_turns_readiness_off_at_once_and_finishes_requests_in_flight(tmp
                 if metric(page, "anymodal_requests_in_flight") > 5:
                     break
             server.process.send_signal(signal.SIGTERM)
-            assert server.client.get("/v2/health/ready").status_code == 503
+            # 503 until uvicorn closes the socket (within 0.1 s); then no connection at all
+            with contextlib.suppress(httpx.TransportError):
+                assert server.client.get("/v2/health/ready").status_code == 503
             answers = [f.result() for f in futures]
         assert [a.status_code for a in answers] == [200] * 24
         assert all(len(a.json()["predictions"]) == 64 for a in answers)
