@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID", HEADER],
                            expose_headers=[HEADER])  # fmt: skip
     app.add_middleware(shutdown.Unfinished, drain_seconds=settings.drain_seconds)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout=settings.body_timeout_seconds)
     app.add_middleware(RequestContext, state=state)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -202,11 +202,15 @@ class RequestContext:
 
 
 class BodyLimit:
-    """413 for a body over the limit, by its Content-Length or, if chunked, as it arrives."""
+    """413 for a body over the limit, by its Content-Length or, if chunked, as it arrives; 408 for a
+    body not all received `timeout` seconds after the request began (uvicorn has no such limit: a
+    client sending a byte a second would hold its request for ever). A refusal while the body is
+    still coming closes the connection, so that the rest of it is not read."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -220,15 +224,29 @@ class BodyLimit:
             response = error_response(Request(scope), ApiError(413, message, field="body"))
             await response(scope, receive, send)
             return
+        late = (
+            f"the body did not all arrive within {self.timeout:g} s of the request; send it faster, or"
+            " raise ANYMODAL_BODY_TIMEOUT_SECONDS"
+        )
+        close = {"connection": "close"}
+        deadline = asyncio.get_running_loop().time() + self.timeout
         received = 0
+        complete = False
 
         async def counting_receive() -> Message:
-            nonlocal received
-            message_ = await receive()
+            nonlocal received, complete
+            if complete:  # after the body only a disconnect can come, whenever it does
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message_ = await receive()
+            except TimeoutError:
+                raise ApiError(408, late, field="body", headers=close) from None
             if message_["type"] == "http.request":
                 received += len(message_.get("body", b""))
                 if received > self.limit:
-                    raise ApiError(413, message, field="body")
+                    raise ApiError(413, message, field="body", headers=close)
+                complete = not message_.get("more_body", False)
             return message_
 
         await self.app(scope, counting_receive, send)

@@ -27,6 +27,7 @@ def run(settings: Settings) -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=settings.access_log,
+        http="anymodal.service.connections:GuardedHttpToolsProtocol",
         # On SIGTERM uvicorn stops listening and closes idle connections at once; requests in
         # flight get this long to finish (`service/shutdown.py`). A float works: it is a timeout.
         timeout_graceful_shutdown=settings.drain_seconds,  # type: ignore[arg-type]
