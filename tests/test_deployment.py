@@ -307,7 +307,8 @@ def test_every_alert_has_a_summary_a_description_and_a_unit_test() -> None:
         assert rule["annotations"]["summary"] and len(rule["annotations"]["description"]) > 100
         assert rule["alert"] in tested
     names = {rule["alert"] for rule in rules}
-    for kind in ("Missing", "Unreliable", "MixShift", "ServerErrors", "Slow", "NoModelReady", "ScrapeDown"):
+    kinds = ("Missing", "Unreliable", "MixShift", "ServerErrors", "Slow", "NoModelReady", "Repository")
+    for kind in (*kinds, "ScrapeDown"):
         assert any(kind in name for name in names), kind
 
 
@@ -495,5 +496,5 @@ def test_dashboard_variables_resolve_and_alert_rules_evaluate(prometheus: httpx.
     )
     rules = [r for g in prometheus.get("/rules").json()["data"]["groups"] for r in g["rules"]]
     written = yaml.safe_load((DOCKER / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
-    assert len(rules) == len(written) == 8 and all(r["health"] == "ok" for r in rules)
+    assert len(rules) == len(written) == 9 and all(r["health"] == "ok" for r in rules)
     assert {r["name"] for r in rules} == {r["alert"] for r in written}
