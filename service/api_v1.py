@@ -10,7 +10,7 @@ from anymodal.service.decoding import InputError
 from anymodal.service.errors import ApiError, documented
 from anymodal.service.payloads import file_bytes, media_type, validation_error
 from anymodal.service.predictor import Options, Prediction
-from anymodal.service.repository import LoadedModel, UnknownModel
+from anymodal.service.repository import LoadedModel, RepositoryUnreadable, UnknownModel
 from anymodal.service.schemas import (
     BatchPredictResponse,
     EncodedFile,
@@ -158,6 +158,8 @@ async def reload_model(model: str, state: ServiceState = Depends(get_state)) -> 
         report = await state.repository.reload(model)
     except UnknownModel as error:
         raise ApiError(404, str(error), field="model") from None
+    except RepositoryUnreadable as error:
+        raise ApiError(503, f"{error}; check the repository's mount and permissions") from None
     return ReloadResponse(**report)
 
 

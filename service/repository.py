@@ -37,6 +37,10 @@ class UnknownModel(LookupError):
     pass
 
 
+class RepositoryUnreadable(OSError):
+    """The repository cannot be read: a reload asked for now changes nothing."""
+
+
 @dataclass(frozen=True)
 class Failure:
     reason: str
@@ -224,7 +228,14 @@ class ModelRepository:
         """Bring `name` in line with the folder: load new or changed versions next to the serving
         ones, drop removed ones, swap at once. Returns what happened."""
         async with self._lock:
-            folders = version_folders(self.root / name)
+            try:
+                if not self.root.is_dir():
+                    raise FileNotFoundError(f"{self.root} is missing or not a folder")
+                folders = await asyncio.to_thread(version_folders, self.root / name)
+            except OSError as error:
+                raise RepositoryUnreadable(
+                    f"cannot read the model repository ({error}); the loaded versions keep serving"
+                ) from None
             if not folders and name not in self.models:
                 raise UnknownModel(f"model {name!r} is neither served nor in the repository")
             current = dict(self.models.get(name, {}))

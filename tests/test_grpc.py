@@ -438,7 +438,7 @@ def test_sigterm_turns_readiness_off_and_finishes_calls_in_flight(tmp_path: Path
     """Calls the server has begun are answered; new ones are not taken (UNAVAILABLE), as HTTP takes
     no new request. (gRPC cancels a call that has arrived but not begun when the server stops.)"""
     batch = [bytes_input(m, [raw("7", m)] * 64) for m in ("image", "text")]
-    with LiveServer(max_instances=64, decode_threads=1) as server:
+    with LiveServer(max_instances=64, concurrency=1) as server:
         triton = grpcclient.InferenceServerClient(url=server.grpc_url)
         with ThreadPoolExecutor(max_workers=12) as pool:
             futures = [pool.submit(triton.infer, "digits", batch) for _ in range(12)]

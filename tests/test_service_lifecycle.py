@@ -124,7 +124,7 @@ def test_sigterm_turns_readiness_off_at_once_and_finishes_requests_in_flight(tmp
         .decode()
     }
     batch = {"instances": [{"image": image, "text": "sieben"}] * 64}
-    with LiveServer(copy_repository(tmp_path / "models"), max_instances=64, decode_threads=1) as server:
+    with LiveServer(copy_repository(tmp_path / "models"), max_instances=64, concurrency=1) as server:
         with ThreadPoolExecutor(max_workers=24) as pool:
             futures = [pool.submit(server.client.post, "/v1/predict", json=batch) for _ in range(24)]
             deadline = time.monotonic() + 10  # wait until the server is busy with them
