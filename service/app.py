@@ -42,6 +42,7 @@ DEMO = Path(__file__).with_name("demo")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    logging.getLogger("anymodal").setLevel(settings.log_level.upper())  # in every worker process
     # The decoders' matrix products are tiny (the mel filterbank): extra BLAS threads only spin and
     # steal the cores that requests need.
     threadpool_limits(limits=1, user_api="blas")
