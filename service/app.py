@@ -191,8 +191,8 @@ class RequestContext:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             model = self._model_label(scope)
-            metrics.REQUESTS.labels(model=model, route=path, code=str(status)).inc()
-            metrics.REQUEST_DURATION.labels(model=model, route=path).observe(time.perf_counter() - started)
+            metrics.child(metrics.REQUESTS, model, path, str(status)).inc()
+            metrics.child(metrics.REQUEST_DURATION, model, path).observe(time.perf_counter() - started)
 
     def _model_label(self, scope: Scope) -> str:
         """The model a request was for, if it is served (clients cannot mint label values)."""
