@@ -120,6 +120,33 @@ class HeadSpec(_Strict):
     feature_dim: int = Field(gt=0)
 
 
+class GrowthSpec(_Strict):
+    """What a bundle needs to grow (`anymodal extend`, `anymodal update`; `training/growth.py`):
+    the head's HGM projector, which remembers the head directions its modalities use, and a replay
+    reservoir: for each modality, a uniform sample of at most `replay_size` training samples as the
+    encoder's *features* (its output, what the head reads), never its raw inputs."""
+
+    projector: str = Field(description="a .npy file: the (D+1) x (D+1) projector, float64")
+    replay: str = Field(description="an .npz file: `<modality>.features` (N, D), `<modality>.labels` (N,)")
+    replay_size: int = Field(ge=0)
+    replay_kind: Literal["features"] = "features"
+
+
+class GrowthStep(_Strict):
+    """One step of a model's lineage: how the version that recorded it came to be."""
+
+    step: Literal["train", "extend", "update"]
+    version: int = Field(ge=1, description="the version this step produced")
+    from_version: int | None = Field(None, description="the version it grew from; None for `train`")
+    modalities: list[str] = Field(description="the modalities the model has after this step")
+    added: list[str] = Field(default_factory=list, description="modalities this step added")
+    trained: list[str] = Field(description="the modalities whose encoders this step trained")
+    samples: dict[str, int] = Field(default_factory=dict, description="samples per split it trained on")
+    at: str = Field(description="when, ISO 8601")
+    config: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
 class FusionSpec(_Strict):
     rule: Literal["entropy", "mean"] = "entropy"
     # Divides the fused logits of k modalities by temperatures[k - 1] (see `service/fusion.py`);
@@ -139,11 +166,15 @@ class Manifest(_Strict):
     training: dict[str, Any] = {}
     data: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
+    growth: GrowthSpec | None = None  # None: a bundle that cannot grow (trained without HGM)
+    history: list[GrowthStep] = Field(default_factory=list, description="the lineage, oldest first")
 
     @model_validator(mode="after")
     def _files_are_listed(self) -> Manifest:
         needed = [spec.file for spec in self.modalities.values()] + [self.head.file]
         needed += [spec.reliability.file for spec in self.modalities.values() if spec.reliability]
+        if self.growth is not None:
+            needed += [self.growth.projector, self.growth.replay]
         unlisted = [name for name in needed if name not in self.files]
         if unlisted:
             raise ValueError(f"files {unlisted} are used but have no sha256 in 'files'")
