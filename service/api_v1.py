@@ -8,6 +8,7 @@ from typing import Any
 
 from anymodal.service.decoding import InputError
 from anymodal.service.errors import ApiError, documented
+from anymodal.service.lineage import growth, lineage
 from anymodal.service.payloads import file_bytes, media_type, validation_error
 from anymodal.service.predictor import Options, Prediction
 from anymodal.service.repository import LoadedModel, RepositoryUnreadable, UnknownModel
@@ -179,6 +180,8 @@ def _info(state: ServiceState, loaded: LoadedModel) -> ModelInfo:
         fusion=manifest.fusion.rule,
         provider=loaded.provider,
         metrics=manifest.metrics,
+        lineage=lineage(manifest),
+        growth=growth(manifest),
     )
 
 
@@ -201,7 +204,7 @@ async def _predict(request: Request, state: ServiceState, loaded: LoadedModel):
     rule = options.fusion or loaded.manifest.fusion.rule
     common = {
         "request_id": request.state.request_id,
-        "model": {"name": loaded.name, "version": loaded.version},
+        "model": loaded.ref,
     }
     if batch:
         body = {**common, "fusion": rule, "predictions": [_body(p, loaded) for p in predictions]}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from anymodal.service.lineage import growth, lineage
 from anymodal.service.manifest import BundleError, read_manifest, verify_bundle
 from anymodal.service.repository import version_folders
 
@@ -223,7 +224,7 @@ def predict_in_process(
         for p in predictions
     ]
     common: dict[str, Any] = {
-        "model": {"name": manifest.name, "version": manifest.version},
+        "model": loaded.ref,
         "fusion": chosen.fusion or manifest.fusion.rule,
     }
     return common | bodies[0] if len(bodies) == 1 else common | {"predictions": bodies}
@@ -267,6 +268,7 @@ def inspect_bundle(bundle: Path) -> dict[str, Any]:
     except BundleError as error:
         problem = str(error)
     training = manifest.training
+    grows = growth(manifest)
     return {
         "bundle": str(bundle),
         "name": manifest.name,
@@ -290,5 +292,7 @@ def inspect_bundle(bundle: Path) -> dict[str, Any]:
             "command": manifest.data.get("command"),
         },
         "metrics": manifest.metrics,
+        "lineage": [step.model_dump(mode="json") for step in lineage(manifest)],
+        "growth": None if grows is None else grows.model_dump(),
         "files": {"count": len(manifest.files), "verified": problem is None, "problem": problem},
     }

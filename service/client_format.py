@@ -25,13 +25,21 @@ def prediction_text(answer: dict[str, Any]) -> str:
     """A /v1 answer (one instance or a batch) as one block per instance: the label and score, then
     one row per modality."""
     model = answer["model"]
-    head = f"model {model['name']} version {model['version']}, {answer['fusion']} fusion"
+    head = f"model {model['name']} version {model['version']}{_grown(model)}, {answer['fusion']} fusion"
     if "predictions" not in answer:
         return "\n".join([head, *_instance(answer, "")])
     lines = [head]
     for i, prediction in enumerate(answer["predictions"]):
         lines += _instance(prediction, f"instance {i}: ")
     return "\n".join(lines)
+
+
+def _grown(model: dict[str, Any]) -> str:
+    """` (extend of version 1, added audio)` for a version grown from another; empty otherwise."""
+    if "step" not in model:
+        return ""
+    added = f", added {', '.join(model['added'])}" if model.get("added") else ""
+    return f" ({model['step']} of version {model['grew_from']}{added})"
 
 
 def _instance(prediction: dict[str, Any], prefix: str) -> list[str]:
@@ -122,7 +130,33 @@ def bundle_text(info: dict[str, Any]) -> str:
     metrics = info["metrics"]
     lines.append(f"test metrics: {_flat({k: v for k, v in metrics.items() if not isinstance(v, dict)})}")
     lines += [f"  {k}: {_flat(v)}" for k, v in metrics.items() if isinstance(v, dict)]
+    lines += _lineage(info["lineage"], info["growth"])
     files = info["files"]
     verdict = "every sha256 verifies" if files["verified"] else f"FAILED: {files['problem']}"
     lines.append(f"files: {files['count']}, {verdict}")
     return "\n".join(lines)
+
+
+def _lineage(steps: list[dict[str, Any]], growth: dict[str, Any] | None) -> list[str]:
+    """The steps that made a bundle, oldest first, and whether it can grow; nothing for a bundle
+    without them."""
+    lines = []
+    if steps:
+        rows = [
+            [
+                s["step"],
+                str(s["version"]),
+                "-" if s["from_version"] is None else str(s["from_version"]),
+                ", ".join(s["added"]) or "-",
+                ", ".join(s["trained"]) or "-",
+                s["at"],
+            ]
+            for s in steps
+        ]
+        lines += ["lineage:", *table(["step", "version", "from", "added", "trained", "at"], rows)]
+    if growth is not None:
+        lines.append(
+            f"growth: keeps at most {growth['replay_size']} training samples per modality (as features)"
+            " to replay"
+        )
+    return lines

@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from anymodal.service import metrics
 from anymodal.service.features import input_shape
+from anymodal.service.lineage import model_ref
 from anymodal.service.manifest import MANIFEST_NAME, BundleError, Manifest, verify_bundle
 from anymodal.service.reliability import ReliabilityModel
 from anymodal.service.runtime import Session, SessionError, load_session, providers_for
@@ -72,6 +74,11 @@ class LoadedModel:
     @property
     def provider(self) -> str:
         return self.sessions[HEAD].provider
+
+    @cached_property
+    def ref(self) -> dict[str, Any]:
+        """A prediction answer's `model`, built once (`service/lineage.py`): never change it."""
+        return model_ref(self.name, self.version, self.manifest)
 
 
 def load_gate(path: Path) -> ReliabilityModel:

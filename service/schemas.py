@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from anymodal.service.lineage import GrowthInfo, LineageStep
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # A scan of a 7 from the digits test split (tests/fixtures/digit_7.png), for the examples.
@@ -147,6 +148,13 @@ class PredictionBody(BaseModel):
 class ModelRef(BaseModel):
     name: str
     version: int
+    step: Literal["extend", "update"] | None = Field(
+        None, description="How this version grew from another; absent for a version trained from scratch"
+    )
+    grew_from: int | None = Field(None, description="The version it grew from; absent when not grown")
+    added: list[str] | None = Field(
+        None, description="The modalities it added when it grew (none for an `update`); absent when not grown"
+    )
 
 
 # One prediction as the examples show it: a 7, seen and typed, not heard.
@@ -254,6 +262,19 @@ class ModelInfo(BaseModel):
                     "fusion": "entropy",
                     "provider": "CPUExecutionProvider",
                     "metrics": {"test_accuracy": 0.963, "test_samples": 1797},
+                    "lineage": [
+                        {
+                            "step": "train",
+                            "version": 1,
+                            "from_version": None,
+                            "modalities": ["image", "text"],
+                            "added": [],
+                            "trained": ["image", "text"],
+                            "samples": {"train": 3823, "validation": 1000},
+                            "at": "2025-06-01T12:00:00+00:00",
+                        }
+                    ],
+                    "growth": {"replay_size": 512},
                 }
             ]
         }
@@ -272,6 +293,13 @@ class ModelInfo(BaseModel):
     fusion: Literal["entropy", "mean"]
     provider: str = Field(description="onnxruntime execution provider")
     metrics: dict[str, Any] = Field(description="Test metrics from training")
+    lineage: list[LineageStep] = Field(
+        description="How this version came to be, oldest step first: `train`, then each `extend` (which"
+        " added modalities) or `update` (which trained on new data); empty for a bundle without a history"
+    )
+    growth: GrowthInfo | None = Field(
+        description="What it keeps to grow (`anymodal extend`, `anymodal update`); null: it cannot grow"
+    )
 
 
 class ModelSummary(BaseModel):
