@@ -9,7 +9,7 @@ from anymodal.training.config import TrainConfig
 from anymodal.training.evaluate import Tensors
 from anymodal.training.hgm import HeadGradientProjector, HeadOptimizer
 from anymodal.training.model import MultimodalModel
-from anymodal.training.train import _unimodal_step, train_model
+from anymodal.training.train import train_model, unimodal_step
 
 from tests.helpers import CONTRACTS, SMALL, tiny_inputs
 
@@ -41,7 +41,7 @@ def test_a_step_changes_only_the_active_encoder_and_the_head() -> None:
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     for active in ("image", "text"):  # the second step runs with Adam state already present
         before = copy.deepcopy(model)
-        _unimodal_step(model, active, inputs[active], labels, *optimizers)
+        unimodal_step(model, active, inputs[active], labels, *optimizers)
         # Exact: an encoder outside the step has no gradient, so the optimizer never touches it.
         for name in CONTRACTS:
             assert _changed(before.encoders[name], model.encoders[name]) == (name == active), name
@@ -76,7 +76,7 @@ def test_samples_missing_a_modality_train_the_modalities_they_have() -> None:
     alone = copy.deepcopy(untouched)
     alone.train()
     torch.manual_seed(config.seed)
-    _unimodal_step(alone, "audio", inputs["audio"][:4], labels[:4], *_optimizers(alone, config))
+    unimodal_step(alone, "audio", inputs["audio"][:4], labels[:4], *_optimizers(alone, config))
     trained = model.encoders["audio"].state_dict()
     unmoved_by_rows = _biases_before_batch_norm(alone.encoders["audio"])
     assert unmoved_by_rows  # the audio encoder's convolutions feed batch norms

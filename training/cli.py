@@ -58,9 +58,32 @@ def build_digits(
         raise _fail(f"build-digits: {error}") from None
 
 
+def extend(
+    bundle: Annotated[Path, typer.Argument(help="The bundle to grow: <repository>/<name>/<version>.")],
+    add: Annotated[Path, typer.Option(help="A config (TOML) naming the modalities to add.")],
+    data: Annotated[Path, typer.Option(help="JSONL splits with the new modalities (and the old ones).")],
+    seed: Annotated[int, typer.Option(help="Fixes every random choice.")] = 0,
+    skip_bad_rows: Annotated[bool, typer.Option(help="Leave out unreadable rows, not fail.")] = False,
+) -> None:
+    """Add modalities to a model: train only their encoders, the shared head through HGM's projector
+    with a replay of the old modalities, and write the new version next to the old one."""
+    from anymodal.service.manifest import BundleError
+    from anymodal.training.config import ConfigError, load_config
+    from anymodal.training.dataset import DatasetError
+    from anymodal.training.extend import extend as extend_bundle
+    from anymodal.training.growth import GrowthError
+
+    try:
+        out = extend_bundle(bundle, load_config(add), data, seed, skip_bad_rows)
+    except (BundleError, ConfigError, DatasetError, GrowthError, OSError) as error:
+        raise _fail(f"extend: {error}") from None
+    typer.echo(f"wrote {out}; a server polling the repository serves it as version {out.name}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to a command-line app."""
     app.command("build-digits")(build_digits)
+    app.command("extend")(extend)
 
 
 class JsonFormatter(logging.Formatter):

@@ -34,6 +34,7 @@ class TrainConfig:
     hgm_alpha: float = 1.0
     patience: int = 10  # stop after this many epochs without a lower validation NLL
     reliability_alpha: float = 0.005  # the gate: p-values below this are unreliable inputs
+    replay_size: int = 512  # training samples per modality kept as features, to replay when the model grows
     seed: int = 0
     threads: int = 0  # torch threads; 0 uses every core
 

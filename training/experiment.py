@@ -25,13 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from anymodal.service.fusion import FusionRule
-from anymodal.service.manifest import InputContract, ReliabilitySpec
+from anymodal.service.manifest import GrowthSpec, InputContract, ReliabilitySpec
 from anymodal.service.reliability import fit_reliability
 from anymodal.training.calibrate import fit_count_temperatures, fit_temperatures
 from anymodal.training.config import Config
 from anymodal.training.dataset import Split, fit_normalization, load_splits
 from anymodal.training.evaluate import Tensors, fused_nll, modality_logits
 from anymodal.training.export import export_model, write_manifest
+from anymodal.training.growth import Reservoir, growth_spec, save_projector, step
+from anymodal.training.hgm import HeadGradientProjector
 from anymodal.training.model import MultimodalModel
 from anymodal.training.train import History, Method, train_model
 
@@ -108,9 +110,12 @@ def train_seed(
         train_config = replace(config.train, seed=seed)
         torch.manual_seed(seed)
         model = MultimodalModel(prepared.contracts, len(prepared.labels), config.model)
+        projector = (
+            HeadGradientProjector(config.model.feature_dim, config.train.hgm_alpha) if system.hgm else None
+        )
         history = train_model(
             model, train, val, train_config, system.method, system.hgm, name,
-            bundle / "train_log.jsonl", progress,
+            bundle / "train_log.jsonl", progress, projector,
         )  # fmt: skip
         val_logits = modality_logits(model, val)
         present = val.present_matrix(model.modalities)
@@ -123,7 +128,11 @@ def train_seed(
             val_logits, present, val.labels.numpy(), temperatures, system.rule
         )
         files = export_model(model, prepared.contracts, bundle, val)
-        reliability = _fit_gates(model, train, val, bundle, config.train.reliability_alpha)
+        reliability = fit_gates(model, train, val, bundle, config.train.reliability_alpha)
+        samples = {k: len(v) for k, v in prepared.splits.items()}
+        growth = None
+        if projector is not None:  # only a head trained with HGM knows which directions to protect
+            growth = save_growth(model, train, projector, bundle, config.train.replay_size, seed)
         write_manifest(
             bundle,
             name=config.name,
@@ -146,8 +155,12 @@ def train_seed(
                 "anymodal": version_of("anymodal"),
                 "torch": torch.__version__,
             },
-            data=provenance | {"samples": {k: len(v) for k, v in prepared.splits.items()}},
+            data=provenance | {"samples": samples},
             metrics={},
+            growth=growth,
+            history=[
+                step("train", 1, model.modalities, model.modalities, samples, config.to_dict(), provenance)
+            ],
         )
         run.bundles[name] = bundle
         run.val_nll[name] = fused_nll(val_logits, val, system.rule, temperatures, count_temperatures)
@@ -163,7 +176,7 @@ def train_seed(
 
 
 @torch.no_grad()
-def _fit_gates(
+def fit_gates(
     model: MultimodalModel, train: Tensors, val: Tensors, bundle: Path, alpha: float
 ) -> dict[str, ReliabilitySpec]:
     """Each modality's reliability gate, fitted on its clean training and validation probes."""
@@ -192,6 +205,28 @@ def _fit_gates(
         gate.save(bundle / file)
         specs[m] = ReliabilitySpec(file=file, alpha=alpha)
     return specs
+
+
+@torch.no_grad()
+def save_growth(
+    model: MultimodalModel,
+    train: Tensors,
+    projector: HeadGradientProjector,
+    bundle: Path,
+    replay_size: int,
+    seed: int,
+) -> GrowthSpec:
+    """Write what the bundle needs to grow: the head's projector and the replay reservoir of each
+    modality's training features."""
+    model.eval()
+    reservoir = Reservoir(replay_size)
+    for m in model.modalities:
+        rows = train.present[m].nonzero().squeeze(1)
+        features = torch.cat([model.encoders[m](train.inputs[m][c]) for c in rows.split(512)])
+        reservoir.add(m, features.numpy(), train.labels[rows].numpy(), seed)
+    save_projector(projector, bundle / growth_spec(reservoir).projector)
+    reservoir.save(bundle / growth_spec(reservoir).replay)
+    return growth_spec(reservoir)
 
 
 def chosen_seed(runs: list[SeedRun]) -> SeedRun:

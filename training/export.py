@@ -17,6 +17,8 @@ from anymodal.service.fusion import FusionRule
 from anymodal.service.manifest import (
     MANIFEST_NAME,
     FusionSpec,
+    GrowthSpec,
+    GrowthStep,
     HeadSpec,
     InputContract,
     Manifest,
@@ -138,6 +140,8 @@ def write_manifest(
     training: dict,
     data: dict,
     metrics: dict,
+    growth: GrowthSpec | None = None,
+    history: list[GrowthStep] | None = None,
 ) -> Manifest:
     """Write `manifest.json`, hashing every other file in the bundle; validated before writing."""
     hashes = _hashes(bundle)
@@ -157,6 +161,8 @@ def write_manifest(
         training=training,
         data=data,
         metrics=metrics,
+        growth=growth,
+        history=history or [],
     )
     (bundle / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
     return manifest

@@ -34,12 +34,13 @@ class HeadGradientProjector:
         return (update.to(torch.float64) @ self.P).to(update.dtype)
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor) -> None:
-        """Fold in the batch (B x D) of features the last step trained on."""
+    def update(self, features: torch.Tensor, alpha: float | None = None) -> None:
+        """Fold in the batch (B x D) of features the last step trained on; a smaller `alpha` than
+        the projector's own closes their direction further."""
         r = augment(features.detach().to(torch.float64)).mean(dim=0, keepdim=True)
         r = r / r.norm()
         k = self.P @ r.T
-        self.P -= (k @ k.T) / (self.alpha + (r @ k).item())
+        self.P -= (k @ k.T) / ((self.alpha if alpha is None else alpha) + (r @ k).item())
 
 
 def augment(features: torch.Tensor) -> torch.Tensor:

@@ -66,15 +66,20 @@ def train_model(
     name: str,
     log_path: Path | None = None,
     progress: bool = True,
+    projector: HeadGradientProjector | None = None,
 ) -> History:
-    """Train `model` in place; on return it holds the weights of the best validation epoch."""
+    """Train `model` in place; on return it holds the weights of the best validation epoch. With
+    HGM, `projector` (a fresh one if None) holds afterwards the directions every step used."""
     torch.manual_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
     encoder_opt = torch.optim.Adam(
         model.encoders.parameters(), lr=config.encoder_lr, weight_decay=config.weight_decay
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(encoder_opt, config.epochs)
-    projector = HeadGradientProjector(model.head.in_features, config.hgm_alpha) if hgm else None
+    if hgm and projector is None:
+        projector = HeadGradientProjector(model.head.in_features, config.hgm_alpha)
+    if not hgm:
+        projector = None
     head_opt = HeadOptimizer(model.head, config.head_lr, config.head_momentum, projector)
 
     history = History(name=name)
@@ -95,7 +100,7 @@ def train_model(
                     rows = batch[train.present[m][batch]]
                     if len(rows) < 2:  # batch norm needs two samples
                         continue
-                    loss, correct, share = _unimodal_step(
+                    loss, correct, share = unimodal_step(
                         model, m, train.inputs[m][rows], train.labels[rows], encoder_opt, head_opt
                     )
                     totals[m] += (loss * len(rows), correct, len(rows))
@@ -156,7 +161,7 @@ def train_model(
     return history
 
 
-def _unimodal_step(
+def unimodal_step(
     model: MultimodalModel,
     modality: str,
     x: torch.Tensor,

@@ -1,0 +1,135 @@
+"""Growing a model: the replay reservoir stays a bounded uniform sample, and `extend` adds a modality
+to a trained bundle end to end (old encoders byte-identical, old predictions kept, lineage recorded,
+served as the next version)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from anymodal.service.manifest import read_manifest, sha256_of, verify_bundle
+from anymodal.service.repository import ModelRepository
+from anymodal.service.settings import Settings
+from anymodal.training.config import parse_config
+from anymodal.training.experiment import train_seeds
+from anymodal.training.extend import extend
+from anymodal.training.growth import GrowthError, Reservoir
+
+from tests.live import MODELS
+
+NAMES = ["zero", "one", "two"]
+WORDS = {"zero": ["zero", "null", "nil"], "one": ["one", "eins", "un"], "two": ["two", "zwei", "deux"]}
+
+
+def test_the_reservoir_is_bounded_and_uniform_over_everything_it_has_seen() -> None:
+    reservoir = Reservoir(size=100)
+    reservoir.add("pen", np.zeros((300, 2), np.float32), np.zeros(300, np.int64), seed=0)
+    reservoir.add("pen", np.ones((300, 2), np.float32), np.ones(300, np.int64), seed=1)
+    assert reservoir.features["pen"].shape == (100, 2) and reservoir.seen["pen"] == 600
+    share_new = reservoir.labels["pen"].mean()  # half of what it has seen is new: about half
+    assert 0.35 < share_new < 0.65
+    small = Reservoir(size=100)
+    small.add("text", np.ones((7, 2), np.float32), np.arange(7), seed=0)
+    assert len(small.features["text"]) == 7  # fewer than the bound: all of them
+
+
+def test_the_reservoir_survives_a_round_trip(tmp_path: Path) -> None:
+    reservoir = Reservoir(size=5)
+    reservoir.add("pen", np.arange(20, dtype=np.float32).reshape(10, 2), np.arange(10), seed=0)
+    reservoir.save(tmp_path / "replay.npz")
+    again = Reservoir.load(tmp_path / "replay.npz", 5)
+    np.testing.assert_array_equal(again.features["pen"], reservoir.features["pen"])
+    np.testing.assert_array_equal(again.labels["pen"], reservoir.labels["pen"])
+    assert again.seen == {"pen": 10}
+
+
+def write_data(folder: Path, seed: int) -> None:
+    """Three classes, a pen trajectory (6 numbers) and a word for each sample."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for split, count in (("train", 150), ("val", 250), ("test", 30)):
+        with (folder / f"{split}.jsonl").open("w") as stream:
+            for i in range(count):
+                label = NAMES[i % 3]
+                pen = (rng.normal(size=6) + 1.5 * (i % 3)).round(3).tolist()
+                word = str(rng.choice(WORDS[label]))
+                stream.write(json.dumps({"label": label, "pen": pen, "text": word}) + "\n")
+
+
+def config(modalities: dict) -> object:
+    return parse_config(
+        {
+            "name": "grow",
+            "modalities": modalities,
+            "labels": NAMES,
+            "model": {"feature_dim": 8, "width": 4},
+            "train": {"epochs": 10, "batch_size": 16, "replay_size": 64},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A `pen`-only model, trained with MLA, as version 1 of a repository; and its data."""
+    root = tmp_path_factory.mktemp("grow")
+    write_data(root / "data", seed=0)
+    base = config({"pen": {"kind": "tensor", "length": 6}})
+    _, runs = train_seeds(base, root / "data", root / "runs", [0], ["mla"], {}, progress=False)  # type: ignore[arg-type]
+    bundle = root / "models" / "grow" / "1"
+    bundle.parent.mkdir(parents=True)
+    runs[0].bundles["mla"].rename(bundle)
+    return bundle, root / "data"
+
+
+def predictions(root: Path, version: int, instances: list[dict]) -> list[str]:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from anymodal.service.predictor import Options, Predictor
+
+    settings = Settings(model_repository=root)
+    repository = ModelRepository(settings)
+    repository.load_all()
+    model = repository.get("grow", version)
+    with ThreadPoolExecutor(1) as executor:
+        answers = asyncio.run(
+            Predictor(executor, settings).predict(model, instances, ["inputs"] * len(instances), Options())
+        )
+    return [answer.label for answer in answers]
+
+
+def test_extend_adds_a_modality_and_keeps_the_old_one(trained: tuple[Path, Path]) -> None:
+    bundle, data = trained
+    before = read_manifest(bundle)
+    assert before.growth is not None and [s.step for s in before.history] == ["train"]
+    rows = [json.loads(line) for line in (data / "val.jsonl").read_text().splitlines()]
+    pen_only = [{"pen": row["pen"]} for row in rows]
+    old_labels = predictions(bundle.parent.parent, 1, pen_only)
+
+    out = extend(bundle, config({"text": {"kind": "text", "max_length": 8}}), data, seed=0)  # type: ignore[arg-type]
+
+    assert out == bundle.parent / "2"
+    manifest = verify_bundle(out)
+    assert list(manifest.modalities) == ["pen", "text"] and manifest.version == 2
+    assert sha256_of(out / "pen.onnx") == sha256_of(bundle / "pen.onnx")  # the old encoder, untouched
+    assert manifest.files["pen.reliability.npz"] == before.files["pen.reliability.npz"]
+    assert manifest.modalities["pen"].temperature == before.modalities["pen"].temperature
+    assert [s.step for s in manifest.history] == ["train", "extend"]
+    assert manifest.history[-1].from_version == 1 and manifest.history[-1].added == ["text"]
+    assert manifest.growth is not None and len(manifest.fusion.temperatures or []) == 2
+    new_labels = predictions(bundle.parent.parent, 2, pen_only)
+    agreement = np.mean([a == b for a, b in zip(old_labels, new_labels, strict=True)])
+    assert agreement >= 0.95, agreement  # the old modality keeps its predictions
+    truth = [row["label"] for row in rows]
+    text_only = predictions(bundle.parent.parent, 2, [{"text": row["text"]} for row in rows])
+    assert np.mean([a == b for a, b in zip(text_only, truth, strict=True)]) > 0.9  # the new one learned
+
+
+def test_extend_refuses_what_it_cannot_do(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, data = trained
+    with pytest.raises(GrowthError, match="pen already in grow"):
+        extend(bundle, config({"pen": {"kind": "tensor", "length": 6}}), data)  # type: ignore[arg-type]
+    with pytest.raises(GrowthError, match="cannot grow"):
+        extend(MODELS / "digits" / "1", config({"pen": {"kind": "tensor", "length": 6}}), data)  # type: ignore[arg-type]
