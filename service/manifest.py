@@ -120,6 +120,15 @@ class HeadSpec(_Strict):
     feature_dim: int = Field(gt=0)
 
 
+class EncoderWeights(_Strict):
+    """An encoder's trainable state, for `anymodal update` to train it further: its torch
+    state_dict (a .pt file) and the encoder sizes (`ModelConfig`) it was built with. The ONNX file
+    cannot serve here: batch norm is folded into the convolutions there."""
+
+    file: str
+    model: dict[str, Any]
+
+
 class GrowthSpec(_Strict):
     """What a bundle needs to grow (`anymodal extend`, `anymodal update`; `training/growth.py`):
     the head's HGM projector, which remembers the head directions its modalities use, and a replay
@@ -130,6 +139,7 @@ class GrowthSpec(_Strict):
     replay: str = Field(description="an .npz file: `<modality>.features` (N, D), `<modality>.labels` (N,)")
     replay_size: int = Field(ge=0)
     replay_kind: Literal["features"] = "features"
+    encoders: dict[str, EncoderWeights] = Field(default_factory=dict, description="by modality")
 
 
 class GrowthStep(_Strict):
@@ -175,6 +185,7 @@ class Manifest(_Strict):
         needed += [spec.reliability.file for spec in self.modalities.values() if spec.reliability]
         if self.growth is not None:
             needed += [self.growth.projector, self.growth.replay]
+            needed += [weights.file for weights in self.growth.encoders.values()]
         unlisted = [name for name in needed if name not in self.files]
         if unlisted:
             raise ValueError(f"files {unlisted} are used but have no sha256 in 'files'")

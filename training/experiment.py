@@ -28,11 +28,11 @@ from anymodal.service.fusion import FusionRule
 from anymodal.service.manifest import GrowthSpec, InputContract, ReliabilitySpec
 from anymodal.service.reliability import fit_reliability
 from anymodal.training.calibrate import fit_count_temperatures, fit_temperatures
-from anymodal.training.config import Config
+from anymodal.training.config import Config, ModelConfig
 from anymodal.training.dataset import Split, fit_normalization, load_splits
 from anymodal.training.evaluate import Tensors, fused_nll, modality_logits
 from anymodal.training.export import export_model, write_manifest
-from anymodal.training.growth import Reservoir, growth_spec, save_projector, step
+from anymodal.training.growth import Reservoir, growth_spec, save_encoder, save_projector, step
 from anymodal.training.hgm import HeadGradientProjector
 from anymodal.training.model import MultimodalModel
 from anymodal.training.train import History, Method, train_model
@@ -132,7 +132,9 @@ def train_seed(
         samples = {k: len(v) for k, v in prepared.splits.items()}
         growth = None
         if projector is not None:  # only a head trained with HGM knows which directions to protect
-            growth = save_growth(model, train, projector, bundle, config.train.replay_size, seed)
+            growth = save_growth(
+                model, train, projector, bundle, config.train.replay_size, seed, config.model
+            )
         write_manifest(
             bundle,
             name=config.name,
@@ -215,18 +217,22 @@ def save_growth(
     bundle: Path,
     replay_size: int,
     seed: int,
+    model_config: ModelConfig,
 ) -> GrowthSpec:
     """Write what the bundle needs to grow: the head's projector and the replay reservoir of each
     modality's training features."""
     model.eval()
     reservoir = Reservoir(replay_size)
+    encoders = {}
     for m in model.modalities:
         rows = train.present[m].nonzero().squeeze(1)
         features = torch.cat([model.encoders[m](train.inputs[m][c]) for c in rows.split(512)])
         reservoir.add(m, features.numpy(), train.labels[rows].numpy(), seed)
-    save_projector(projector, bundle / growth_spec(reservoir).projector)
-    reservoir.save(bundle / growth_spec(reservoir).replay)
-    return growth_spec(reservoir)
+        encoders[m] = save_encoder(model.encoders[m], model_config, bundle, m)
+    spec = growth_spec(reservoir, encoders)
+    save_projector(projector, bundle / spec.projector)
+    reservoir.save(bundle / spec.replay)
+    return spec
 
 
 def chosen_seed(runs: list[SeedRun]) -> SeedRun:

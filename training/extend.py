@@ -44,6 +44,7 @@ from anymodal.training.growth import (
     growth_spec,
     load_head,
     load_projector,
+    save_encoder,
     save_projector,
     step,
 )
@@ -105,8 +106,13 @@ def extend(bundle: Path, config: Config, data: Path, seed: int = 0, skip_bad_row
             rows = new_train.present[m].nonzero().squeeze(1)
             features = torch.cat([model.encoders[m](new_train.inputs[m][c]) for c in rows.split(512)])
             reservoir.add(m, features.numpy(), new_train.labels[rows].numpy(), seed)
-    save_projector(projector, out / growth_spec(reservoir).projector)
-    reservoir.save(out / growth_spec(reservoir).replay)
+    encoders = dict(growth.encoders)
+    for weights in growth.encoders.values():
+        shutil.copy2(bundle / weights.file, out / weights.file)
+    encoders |= {m: save_encoder(model.encoders[m], config.model, out, m) for m in added}
+    spec = growth_spec(reservoir, encoders)
+    save_projector(projector, out / spec.projector)
+    reservoir.save(out / spec.replay)
     version = int(out.name)
     seconds = time.perf_counter() - started
     write_manifest(
@@ -124,7 +130,7 @@ def extend(bundle: Path, config: Config, data: Path, seed: int = 0, skip_bad_row
         training=config.to_dict() | {"seed": seed, "from_version": old.version, "seconds": round(seconds, 1)},
         data={"samples": samples},
         metrics={},
-        growth=growth_spec(reservoir),
+        growth=spec,
         history=[
             *old.history,
             step("extend", version, [*old.modalities, *added], added, samples, config.to_dict(), {},

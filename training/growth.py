@@ -13,19 +13,22 @@ The head's weights themselves are read back from its ONNX file: the bundle holds
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
-from anymodal.service.manifest import GrowthSpec, GrowthStep, Manifest
+from anymodal.service.manifest import EncoderWeights, GrowthSpec, GrowthStep, InputContract, Manifest
+from anymodal.training.config import ModelConfig
 from anymodal.training.hgm import HeadGradientProjector
+from anymodal.training.model import Encoder, build_encoder
 from onnx import numpy_helper
 
 PROJECTOR_FILE = "head.projector.npy"
 REPLAY_FILE = "replay.npz"
+ENCODER_FILE = "{modality}.encoder.pt"
 
 
 class GrowthError(Exception):
@@ -117,8 +120,22 @@ def load_head(bundle: Path, manifest: Manifest) -> torch.nn.Linear:
     return head
 
 
-def growth_spec(reservoir: Reservoir) -> GrowthSpec:
-    return GrowthSpec(projector=PROJECTOR_FILE, replay=REPLAY_FILE, replay_size=reservoir.size)
+def save_encoder(encoder: Encoder, model: ModelConfig, bundle: Path, modality: str) -> EncoderWeights:
+    file = ENCODER_FILE.format(modality=modality)
+    torch.save(encoder.state_dict(), bundle / file)
+    return EncoderWeights(file=file, model=asdict(model))
+
+
+def load_encoder(bundle: Path, weights: EncoderWeights, contract: InputContract) -> Encoder:
+    encoder = build_encoder(contract, ModelConfig(**weights.model))
+    encoder.load_state_dict(torch.load(bundle / weights.file, weights_only=True))
+    return encoder
+
+
+def growth_spec(reservoir: Reservoir, encoders: dict[str, EncoderWeights]) -> GrowthSpec:
+    return GrowthSpec(
+        projector=PROJECTOR_FILE, replay=REPLAY_FILE, replay_size=reservoir.size, encoders=encoders
+    )
 
 
 def step(
