@@ -133,3 +133,37 @@ def test_extend_refuses_what_it_cannot_do(trained: tuple[Path, Path], tmp_path: 
         extend(bundle, config({"pen": {"kind": "tensor", "length": 6}}), data)  # type: ignore[arg-type]
     with pytest.raises(GrowthError, match="cannot grow"):
         extend(MODELS / "digits" / "1", config({"pen": {"kind": "tensor", "length": 6}}), data)  # type: ignore[arg-type]
+
+
+def test_update_learns_new_samples_and_keeps_the_old(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """A 'new writer': pen trajectories drawn shifted, which the model has never seen."""
+    import shutil
+
+    from anymodal.training.config import TrainConfig
+    from anymodal.training.update import update
+
+    bundle = tmp_path / "models" / "grow" / "1"
+    shutil.copytree(trained[0], bundle)
+    new = tmp_path / "new"
+    new.mkdir()
+    rng = np.random.default_rng(5)
+    for split, count in (("train", 90), ("val", 90)):
+        with (new / f"{split}.jsonl").open("w") as stream:
+            for i in range(count):
+                pen = (rng.normal(size=6) + 1.5 * (i % 3) + np.array([3, -3, 3, -3, 3, -3])).round(3).tolist()
+                stream.write(json.dumps({"label": NAMES[i % 3], "pen": pen}) + "\n")
+    new_rows = [json.loads(line) for line in (new / "val.jsonl").read_text().splitlines()]
+    old_rows = [json.loads(line) for line in (trained[1] / "val.jsonl").read_text().splitlines()]
+
+    def accuracy(version: int, rows: list[dict]) -> float:
+        labels = predictions(tmp_path / "models", version, [{"pen": row["pen"]} for row in rows])
+        return float(np.mean([a == row["label"] for a, row in zip(labels, rows, strict=True)]))
+
+    before_new, before_old = accuracy(1, new_rows), accuracy(1, old_rows)
+    out = update(bundle, new, TrainConfig(epochs=10, batch_size=16))
+    manifest = verify_bundle(out)
+    assert out.name == "2" and [s.step for s in manifest.history] == ["train", "update"]
+    assert manifest.history[-1].trained == ["pen"] and manifest.history[-1].from_version == 1
+    assert manifest.files["pen.onnx"] != read_manifest(bundle).files["pen.onnx"]  # it trained
+    assert accuracy(2, new_rows) > before_new  # the new writer is read better
+    assert accuracy(2, old_rows) >= before_old - 0.1  # and the old ones not much worse

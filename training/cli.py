@@ -80,10 +80,45 @@ def extend(
     typer.echo(f"wrote {out}; a server polling the repository serves it as version {out.name}")
 
 
+def update(
+    bundle: Annotated[
+        Path, typer.Argument(help="The bundle to train further: <repository>/<name>/<version>.")
+    ],
+    data: Annotated[Path, typer.Option(help="JSONL splits (train, val) of the new samples.")],
+    modalities: Annotated[
+        str | None, typer.Option(help="Comma-separated modalities to train; default: those the data has.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs at most; default: the bundle's own.")] = None,
+    seed: Annotated[int, typer.Option(help="Fixes every random choice.")] = 0,
+    skip_bad_rows: Annotated[bool, typer.Option(help="Leave out unreadable rows, not fail.")] = False,
+) -> None:
+    """Train a model further on new samples of its modalities (a new speaker, a new writer), its head
+    through HGM's projector with a replay of what it learnt before, and write the new version next to
+    the old one."""
+    from dataclasses import replace
+
+    from anymodal.service.manifest import BundleError, read_manifest
+    from anymodal.training.config import TrainConfig
+    from anymodal.training.dataset import DatasetError
+    from anymodal.training.growth import GrowthError
+    from anymodal.training.update import update as update_bundle
+
+    try:
+        recorded = read_manifest(bundle).training.get("train", {})
+        settings = TrainConfig(**recorded) if isinstance(recorded, dict) else TrainConfig()
+        settings = replace(settings, seed=seed, epochs=epochs or settings.epochs)
+        chosen = [m.strip() for m in modalities.split(",")] if modalities else None
+        out = update_bundle(bundle, data, settings, chosen, skip_bad_rows)
+    except (BundleError, DatasetError, GrowthError, OSError, TypeError) as error:
+        raise _fail(f"update: {error}") from None
+    typer.echo(f"wrote {out}; a server polling the repository serves it as version {out.name}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to a command-line app."""
     app.command("build-digits")(build_digits)
     app.command("extend")(extend)
+    app.command("update")(update)
 
 
 class JsonFormatter(logging.Formatter):

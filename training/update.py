@@ -1,0 +1,218 @@
+"""`anymodal update BUNDLE --data DIR`: a served model learns from new samples of the modalities it
+has (a new speaker, a new writer), limiting what it forgets of the old ones.
+
+    old bundle (encoders' torch state, head, HGM projector P, replay reservoir)
+    -> per mini-batch, for each modality trained: its unimodal step on the new samples, plus a
+       feature distillation term that keeps its features near those of its old encoder on the same
+       inputs; the head's update is projected through P (its old classes' mean directions closed
+       further); then one replay step distils the old head's answers on the reservoir's features
+    -> the epoch with the lowest fused NLL on the new validation split is kept
+    -> every trained modality's encoder is exported anew with its gate refitted (on the new data);
+       the others are copied byte for byte; temperatures and count temperatures are refitted.
+
+Which modalities train: `--modalities`, by default every modality of the model that the new data
+has. Forgetting is measured outside (bench/grow.py): accuracy on the old test split before and
+after.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from anymodal.service.manifest import Manifest, verify_bundle
+from anymodal.training.calibrate import fit_count_temperatures, fit_temperatures
+from anymodal.training.config import ModelConfig, TrainConfig
+from anymodal.training.dataset import read_split
+from anymodal.training.evaluate import Tensors, fused_nll, modality_logits
+from anymodal.training.experiment import fit_gates
+from anymodal.training.export import export_model, write_manifest
+from anymodal.training.extend import next_version, protect
+from anymodal.training.growth import (
+    GrowthError,
+    Reservoir,
+    growth_spec,
+    load_encoder,
+    load_head,
+    load_projector,
+    save_encoder,
+    save_projector,
+    step,
+)
+from anymodal.training.hgm import HeadGradientProjector, HeadOptimizer
+from anymodal.training.model import MultimodalModel
+
+log = logging.getLogger(__name__)
+DISTILLATION = 1.0  # weight of the feature distillation term against the cross-entropy
+
+
+def update(
+    bundle: Path,
+    data: Path,
+    settings: TrainConfig,
+    modalities: list[str] | None = None,
+    skip_bad_rows: bool = False,
+) -> Path:
+    """Train `bundle`'s model further on `data`; returns the new version's folder."""
+    started = time.perf_counter()
+    old = verify_bundle(bundle)
+    growth = old.growth
+    if growth is None or set(growth.encoders) != set(old.modalities):
+        raise GrowthError(
+            f"{old.name} version {old.version} cannot be updated: it does not keep its encoders'"
+            " training state, HGM projector and replay reservoir; train it again with anymodal train"
+        )
+    torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+    torch.manual_seed(settings.seed)
+    contracts = {m: spec.input for m, spec in old.modalities.items()}
+    splits = {}
+    for name in ("train", "val"):
+        splits[name], _ = read_split(data / f"{name}.jsonl", contracts, old.labels, skip_bad_rows)
+    trained = modalities or [m for m in old.modalities if splits["train"].present(m).any()]
+    unknown = [m for m in trained if m not in old.modalities]
+    if unknown or not trained:
+        raise GrowthError(f"--modalities: name some of {', '.join(old.modalities)} (not {unknown or 'none'})")
+    train, val = (Tensors.from_split(splits[name], contracts) for name in ("train", "val"))
+
+    model = MultimodalModel(contracts, len(old.labels), _model_config(old))
+    for m, weights in growth.encoders.items():
+        model.encoders[m] = load_encoder(bundle, weights, contracts[m])
+    model.head = load_head(bundle, old)
+    projector = load_projector(bundle / growth.projector, settings.hgm_alpha)
+    reservoir = Reservoir.load(bundle / growth.replay, growth.replay_size)
+    _train(model, trained, train, val, old, reservoir, projector, settings)
+
+    out = next_version(bundle)
+    out.mkdir()
+    kept = [m for m in old.modalities if m not in trained]
+    for m in kept:  # the encoders that did not train, and their gates, byte for byte
+        spec = old.modalities[m]
+        for file in (spec.file, growth.encoders[m].file, spec.reliability.file if spec.reliability else None):
+            if file is not None:
+                shutil.copy2(bundle / file, out / file)
+    files = {m: old.modalities[m].file for m in kept}
+    files |= export_model(_only(model, trained), {m: contracts[m] for m in trained}, out, val)
+    reliability = {m: old.modalities[m].reliability for m in kept if old.modalities[m].reliability}
+    reliability |= fit_gates(_only(model, trained), train, val, out, settings.reliability_alpha)
+    logits = modality_logits(model, val)
+    present, labels = val.present_matrix(model.modalities), val.labels.numpy()
+    temperatures = fit_temperatures(logits, present, labels)
+    count_temperatures = fit_count_temperatures(logits, present, labels, temperatures, old.fusion.rule)
+    encoders = {m: growth.encoders[m] for m in kept}
+    for m in trained:
+        encoders[m] = save_encoder(model.encoders[m], _model_config(old, m), out, m)
+        rows = train.present[m].nonzero().squeeze(1)
+        with torch.no_grad():
+            features = torch.cat([model.encoders[m](train.inputs[m][c]) for c in rows.split(512)])
+        reservoir.add(m, features.numpy(), train.labels[rows].numpy(), settings.seed)
+    spec = growth_spec(reservoir, encoders)
+    save_projector(projector, out / spec.projector)
+    reservoir.save(out / spec.replay)
+    version, seconds = int(out.name), time.perf_counter() - started
+    samples = {name: len(split) for name, split in splits.items()}
+    write_manifest(
+        out, name=old.name, version=version, labels=old.labels, contracts=contracts, files=files,
+        temperatures=dict(zip(model.modalities, temperatures.tolist(), strict=True)),
+        reliability=reliability, feature_dim=old.head.feature_dim, rule=old.fusion.rule,
+        count_temperatures=count_temperatures.tolist(),
+        training={"train": asdict(settings), "from_version": old.version, "seconds": round(seconds, 1)},
+        data={"samples": samples}, metrics={}, growth=spec,
+        history=[*old.history, step("update", version, model.modalities, trained, samples,
+                                    {"train": asdict(settings)}, {}, from_version=old.version)],
+    )  # fmt: skip
+    log.info(
+        "updated %s version %d (%s) in %.0f s: version %d", old.name, old.version, trained, seconds, version
+    )
+    return out
+
+
+def _model_config(old: Manifest, modality: str | None = None) -> ModelConfig:
+    """The encoder sizes a modality (or, for the shared parts, the first one) was built with."""
+    encoders = old.growth.encoders  # type: ignore[union-attr]
+    return ModelConfig(**encoders[modality or next(iter(encoders))].model)
+
+
+def _only(model: MultimodalModel, modalities: list[str]) -> MultimodalModel:
+    """A view of `model` with only `modalities`' encoders, for exporting and gating those."""
+    view = copy.copy(model)
+    view.modalities = modalities
+    return view
+
+
+def _train(
+    model: MultimodalModel,
+    trained: list[str],
+    train: Tensors,
+    val: Tensors,
+    old: Manifest,
+    reservoir: Reservoir,
+    projector: HeadGradientProjector,
+    settings: TrainConfig,
+) -> None:
+    teachers = {m: copy.deepcopy(model.encoders[m]).eval() for m in trained}
+    teacher_head = copy.deepcopy(model.head).eval()
+    for m in model.modalities:
+        model.encoders[m].requires_grad_(m in trained)
+    encoder_opt = torch.optim.Adam(
+        [p for m in trained for p in model.encoders[m].parameters()],
+        lr=settings.encoder_lr,
+        weight_decay=settings.weight_decay,
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(encoder_opt, settings.epochs)
+    head_opt = HeadOptimizer(model.head, settings.head_lr, settings.head_momentum, projector)
+    replayed = [m for m in old.modalities if m in reservoir.features]
+    protect(projector, reservoir, replayed)
+    shuffle, rng = torch.Generator().manual_seed(settings.seed), np.random.default_rng(settings.seed)
+    temperatures = np.array([s.temperature for s in old.modalities.values()])
+    best, best_state, best_projector, stale = math.inf, None, None, 0
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        for m in model.modalities:
+            if m not in trained:
+                model.encoders[m].eval()  # frozen: batch norm statistics too
+        for batch in torch.randperm(len(train), generator=shuffle).split(settings.batch_size):
+            for m in trained:
+                rows = batch[train.present[m][batch]]
+                if len(rows) < 2:  # batch norm needs two samples
+                    continue
+                x, y = train.inputs[m][rows], train.labels[rows]
+                features = model.encoders[m](x)
+                with torch.no_grad():
+                    target = teachers[m](x)
+                loss = F.cross_entropy(model.head(features), y) + DISTILLATION * F.mse_loss(features, target)
+                encoder_opt.zero_grad(set_to_none=True)
+                head_opt.zero_grad()
+                loss.backward()
+                encoder_opt.step()
+                head_opt.step()
+                projector.update(features)
+            if replayed:  # the head answers the old features as the old head did
+                x, _ = reservoir.batch(replayed, settings.batch_size, rng)
+                with torch.no_grad():
+                    target = F.softmax(teacher_head(x), dim=1)
+                head_opt.zero_grad()
+                F.kl_div(F.log_softmax(model.head(x), dim=1), target, reduction="batchmean").backward()
+                head_opt.step()
+        schedule.step()
+        head_opt.lr = settings.head_lr * 0.5 * (1 + math.cos(math.pi * epoch / settings.epochs))
+        nll = fused_nll(modality_logits(model, val), val, old.fusion.rule, temperatures)
+        if nll < best:
+            best, best_projector, stale = nll, projector.P.clone(), 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= settings.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        projector.P = best_projector
+    model.eval()
