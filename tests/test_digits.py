@@ -51,6 +51,25 @@ def test_test_audio_comes_from_the_held_out_speaker_only(built: Path) -> None:
     assert not {"theo", "george"} & speakers["train"]
 
 
+def test_a_speaker_can_be_kept_out_and_then_be_the_only_one(shared_data: Path, tmp_path: Path) -> None:
+    """The data of `anymodal update`'s benchmark: a base without one voice, then that voice alone,
+    its takes split three ways so no recording is in two splits."""
+    base, only = tmp_path / "base", tmp_path / "only"
+    build_digits(shared_data, base, DigitsOptions(limit=40, exclude_speakers=("yweweler",)), progress=False)
+    build_digits(shared_data, only, DigitsOptions(limit=40, only_speaker="yweweler"), progress=False)
+    for split in ("train", "val", "test"):
+        assert "yweweler" not in {r["source"]["fsdd"].split("_")[1] for r in _rows(base, split)}
+    takes = {
+        split: {r["source"]["fsdd"] for r in _rows(only, split) if "audio" in r}
+        for split in ("train", "val", "test")
+    }
+    assert all(name.split("_")[1] == "yweweler" for names in takes.values() for name in names)
+    assert not (
+        takes["train"] & takes["val"] or takes["val"] & takes["test"] or takes["train"] & takes["test"]
+    )
+    assert all(int(name.split("_")[2].split(".")[0]) >= 40 for name in takes["test"])
+
+
 def test_validation_is_carved_from_training_files(built: Path) -> None:
     train = {r["source"]["optdigits_row"] for r in _rows(built, "train")}
     val = {r["source"]["optdigits_row"] for r in _rows(built, "val")}

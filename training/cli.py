@@ -36,6 +36,13 @@ def build_digits(
     train_missing: Annotated[
         float, typer.Option(help="Each modality of a training sample is missing this often.")
     ] = 0.1,
+    exclude_speakers: Annotated[
+        str, typer.Option(help="Comma-separated FSDD speakers left out of every split.")
+    ] = "",
+    only_speaker: Annotated[
+        str | None,
+        typer.Option(help="Every split's audio from this speaker only, by take (0-29, 30-39, 40-49)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Build the bundled `digits` benchmark (spoken, handwritten and typed digits) from raw data."""
@@ -51,6 +58,8 @@ def build_digits(
                 val_speaker=val_speaker,
                 limit=limit,
                 train_missing=train_missing,
+                exclude_speakers=tuple(s.strip() for s in exclude_speakers.split(",") if s.strip()),
+                only_speaker=only_speaker,
             ),
             not quiet,
         )

@@ -63,6 +63,8 @@ class DigitsOptions:
     text_typo_rate: float = 0.1
     text_unrelated: float = 0.3  # share of samples whose text says nothing about the digit
     limit: int | None = None  # at most this many samples per split (quick tests)
+    exclude_speakers: tuple[str, ...] = ()  # speakers left out entirely (kept for a later update)
+    only_speaker: str | None = None  # every split's audio from this speaker: takes 0-29, 30-39, 40-49
 
 
 class SourceError(Exception):
@@ -138,7 +140,10 @@ def typed_name(digit: int, options: DigitsOptions, rng: np.random.Generator) -> 
 def build_digits(source: Path, out: Path, options: DigitsOptions, progress: bool = True) -> dict:
     """Write `train.jsonl`, `val.jsonl`, `test.jsonl` with their images and recordings into `out`.
     Returns a summary (sample counts per split)."""
-    for role, speaker in (("test", options.test_speaker), ("validation", options.val_speaker)):
+    named = [("test", options.test_speaker), ("validation", options.val_speaker)]
+    named += [("excluded", speaker) for speaker in options.exclude_speakers]
+    named += [("only", options.only_speaker)] if options.only_speaker else []
+    for role, speaker in named:
         if speaker not in SPEAKERS:
             raise SourceError(f"{role} speaker {speaker!r} is not one of {SPEAKERS}")
     if options.test_speaker == options.val_speaker:
@@ -157,12 +162,7 @@ def build_digits(source: Path, out: Path, options: DigitsOptions, progress: bool
         "val": (train_counts[order[:n_val]], train_labels[order[:n_val]], order[:n_val]),
         "test": (test_counts, test_labels, np.arange(len(test_labels))),
     }
-    held_out = (options.test_speaker, options.val_speaker)
-    audio_pools = {
-        "train": [clip for speaker in SPEAKERS if speaker not in held_out for clip in clips[speaker]],
-        "val": clips[options.val_speaker],
-        "test": clips[options.test_speaker],
-    }
+    audio_pools = _audio_pools(clips, options)
     pen_order = rng.permutation(len(pen_train_labels))
     n_val_pen = round(len(pen_order) * options.val_fraction)
     pen_pools = {  # split -> (coordinates, labels, row numbers in the pendigits file)
@@ -204,6 +204,25 @@ def build_digits(source: Path, out: Path, options: DigitsOptions, progress: bool
     (out / "ATTRIBUTION.txt").write_text(ATTRIBUTION)
     log.info("digits: wrote %s to %s", summary, out)
     return summary
+
+
+def _audio_pools(clips: dict[str, list[tuple[int, Path]]], options: DigitsOptions) -> dict[str, list]:
+    """The recordings each split draws from: by speaker (one for test, one for validation, the rest
+    but the excluded ones for training), or with `only_speaker`, that speaker's takes split three ways:
+    the data of a voice the model has not heard, to update it with."""
+    if options.only_speaker is not None:
+        takes = [(int(path.stem.split("_")[2]), (digit, path)) for digit, path in clips[options.only_speaker]]
+        return {
+            "train": [clip for take, clip in takes if take < 30],
+            "val": [clip for take, clip in takes if 30 <= take < 40],
+            "test": [clip for take, clip in takes if take >= 40],
+        }
+    held_out = (options.test_speaker, options.val_speaker, *options.exclude_speakers)
+    return {
+        "train": [clip for speaker in SPEAKERS if speaker not in held_out for clip in clips[speaker]],
+        "val": clips[options.val_speaker],
+        "test": clips[options.test_speaker],
+    }
 
 
 def _build_split(

@@ -61,8 +61,11 @@ def update(
     settings: TrainConfig,
     modalities: list[str] | None = None,
     skip_bad_rows: bool = False,
+    guarded: bool = True,
 ) -> Path:
-    """Train `bundle`'s model further on `data`; returns the new version's folder."""
+    """Train `bundle`'s model further on `data`; returns the new version's folder. `guarded=False`
+    is plain fine-tuning on the new data alone (no projection, replay or distillation): the
+    baseline the guards are measured against."""
     started = time.perf_counter()
     old = verify_bundle(bundle)
     growth = old.growth
@@ -89,7 +92,7 @@ def update(
     model.head = load_head(bundle, old)
     projector = load_projector(bundle / growth.projector, settings.hgm_alpha)
     reservoir = Reservoir.load(bundle / growth.replay, growth.replay_size)
-    _train(model, trained, train, val, old, reservoir, projector, settings)
+    _train(model, trained, train, val, old, reservoir, projector if guarded else None, settings)
 
     out = next_version(bundle)
     out.mkdir()
@@ -127,7 +130,8 @@ def update(
         training={"train": asdict(settings), "from_version": old.version, "seconds": round(seconds, 1)},
         data={"samples": samples}, metrics={}, growth=spec,
         history=[*old.history, step("update", version, model.modalities, trained, samples,
-                                    {"train": asdict(settings)}, {}, from_version=old.version)],
+                                    {"train": asdict(settings), "guarded": guarded}, {},
+                                    from_version=old.version)],
     )  # fmt: skip
     log.info(
         "updated %s version %d (%s) in %.0f s: version %d", old.name, old.version, trained, seconds, version
@@ -155,9 +159,11 @@ def _train(
     val: Tensors,
     old: Manifest,
     reservoir: Reservoir,
-    projector: HeadGradientProjector,
+    projector: HeadGradientProjector | None,
     settings: TrainConfig,
 ) -> None:
+    """The trained encoders and the head; with a projector, guarded against forgetting."""
+    guarded = projector is not None
     teachers = {m: copy.deepcopy(model.encoders[m]).eval() for m in trained}
     teacher_head = copy.deepcopy(model.head).eval()
     for m in model.modalities:
@@ -169,8 +175,9 @@ def _train(
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(encoder_opt, settings.epochs)
     head_opt = HeadOptimizer(model.head, settings.head_lr, settings.head_momentum, projector)
-    replayed = [m for m in old.modalities if m in reservoir.features]
-    protect(projector, reservoir, replayed)
+    replayed = [m for m in old.modalities if m in reservoir.features] if guarded else []
+    if projector is not None:
+        protect(projector, reservoir, replayed)
     shuffle, rng = torch.Generator().manual_seed(settings.seed), np.random.default_rng(settings.seed)
     temperatures = np.array([s.temperature for s in old.modalities.values()])
     best, best_state, best_projector, stale = math.inf, None, None, 0
@@ -188,13 +195,16 @@ def _train(
                 features = model.encoders[m](x)
                 with torch.no_grad():
                     target = teachers[m](x)
-                loss = F.cross_entropy(model.head(features), y) + DISTILLATION * F.mse_loss(features, target)
+                loss = F.cross_entropy(model.head(features), y)
+                if guarded:
+                    loss = loss + DISTILLATION * F.mse_loss(features, target)
                 encoder_opt.zero_grad(set_to_none=True)
                 head_opt.zero_grad()
                 loss.backward()
                 encoder_opt.step()
                 head_opt.step()
-                projector.update(features)
+                if projector is not None:
+                    projector.update(features)
             if replayed:  # the head answers the old features as the old head did
                 x, _ = reservoir.batch(replayed, settings.batch_size, rng)
                 with torch.no_grad():
@@ -206,7 +216,8 @@ def _train(
         head_opt.lr = settings.head_lr * 0.5 * (1 + math.cos(math.pi * epoch / settings.epochs))
         nll = fused_nll(modality_logits(model, val), val, old.fusion.rule, temperatures)
         if nll < best:
-            best, best_projector, stale = nll, projector.P.clone(), 0
+            best, stale = nll, 0
+            best_projector = None if projector is None else projector.P.clone()
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
@@ -214,5 +225,6 @@ def _train(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-        projector.P = best_projector
+        if projector is not None and best_projector is not None:
+            projector.P = best_projector
     model.eval()
