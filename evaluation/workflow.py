@@ -94,9 +94,13 @@ def publish(
     (bundle / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     full = "+".join(context["modalities"])
     matrix = summary["matrix"]["mla"]
+    history = [step.model_dump() for step in manifest.history]
+    if history:  # the training step produced the version it is published as
+        history[-1]["version"] = version
     rewrite_manifest(
         bundle,
         version=version,
+        history=history,
         training=manifest.training | {"seeds": context["seeds"], "chosen_seed": context["chosen_seed"]},
         metrics={
             "test_accuracy": matrix[full]["clean"]["mean"],
