@@ -17,7 +17,7 @@ from anymodal.training.experiment import train_seeds
 from anymodal.training.extend import extend
 from anymodal.training.growth import GrowthError, Reservoir
 
-from tests.live import MODELS
+from tests.live import MODELS, ROOT
 
 NAMES = ["zero", "one", "two"]
 WORDS = {"zero": ["zero", "null", "nil"], "one": ["one", "eins", "un"], "two": ["two", "zwei", "deux"]}
@@ -167,3 +167,54 @@ def test_update_learns_new_samples_and_keeps_the_old(trained: tuple[Path, Path],
     assert manifest.files["pen.onnx"] != read_manifest(bundle).files["pen.onnx"]  # it trained
     assert accuracy(2, new_rows) > before_new  # the new writer is read better
     assert accuracy(2, old_rows) >= before_old - 0.1  # and the old ones not much worse
+
+
+def test_the_readme_grow_commands_are_valid_command_lines() -> None:
+    """Each command of the README's "Grow a model" block parses with the real CLI (running them
+    takes the real data and minutes: the tests above run the same functions on a tiny model)."""
+    import shlex
+
+    import typer
+    from anymodal.service.cli import app
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Grow a model") :]
+    block = section[
+        section.index("```bash") + len("```bash") : section.index("```", section.index("```bash") + 7)
+    ]
+    commands = [shlex.split(line) for line in block.strip().splitlines() if line and not line.startswith("#")]
+    assert [c[1] for c in commands] == ["build-digits", "train", "extend", "build-digits", "update"]
+    group = typer.main.get_command(app)
+    for command in commands:
+        name, *args = command[1:]
+        group.commands[name].make_context(name, list(args))  # raises on an unknown option or argument
+        for path in (a for a in args if a.startswith("training/")):
+            assert (ROOT / path).is_file(), path
+
+
+def test_extend_and_update_from_the_command_line(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from anymodal.service.cli import app
+    from typer.testing import CliRunner
+
+    bundle = tmp_path / "models" / "grow" / "1"
+    shutil.copytree(trained[0], bundle)
+    added = tmp_path / "text.toml"
+    added.write_text(
+        'name = "grow"\n[modalities.text]\nkind = "text"\nmax_length = 8\n'
+        "[model]\nfeature_dim = 8\nwidth = 4\n[train]\nepochs = 2\nbatch_size = 16\n"
+    )
+    runner = CliRunner()
+    done = runner.invoke(app, ["extend", str(bundle), "--add", str(added), "--data", str(trained[1])])
+    assert done.exit_code == 0, done.output
+    assert "version 2" in done.output and verify_bundle(bundle.parent / "2").history[-1].step == "extend"
+    done = runner.invoke(
+        app, ["update", str(bundle.parent / "2"), "--data", str(trained[1]), "--epochs", "2"]
+    )
+    assert done.exit_code == 0, done.output
+    assert verify_bundle(bundle.parent / "3").history[-1].trained == ["pen", "text"]
+    refused = runner.invoke(
+        app, ["extend", str(bundle), "--add", str(added), "--data", str(tmp_path / "none")]
+    )
+    assert refused.exit_code == 2 and "extend:" in refused.output

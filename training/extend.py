@@ -165,20 +165,21 @@ def _check(old: Manifest, config: Config) -> list[str]:
 def _read(
     data: Path, old: Manifest, config: Config, skip_bad_rows: bool
 ) -> tuple[Tensors, Tensors, dict[str, int], dict[str, InputContract]]:
-    """Train and validation tensors of the old modalities (with their own normalization) and the
-    new ones (normalization fitted here); the old ones may be absent from the data."""
+    """Training tensors of the new modalities (only they train: the old ones are not even decoded)
+    and validation tensors of the old (with their own normalization) and the new ones (normalization
+    fitted here); the old ones may be absent from the data."""
     old_contracts = {m: spec.input for m, spec in old.modalities.items()}
-    wanted = old_contracts | dict(config.modalities)
+    new_contracts = dict(config.modalities)
     splits = {}
-    for name in ("train", "val"):
+    for name, wanted in (("train", new_contracts), ("val", old_contracts | new_contracts)):
         splits[name], _ = read_split(data / f"{name}.jsonl", wanted, old.labels, skip_bad_rows)
         for m in config.modalities:
             if not splits[name].present(m).any():
                 raise GrowthError(f"{data / name}.jsonl: no sample has the new modality {m!r}")
-    contracts = old_contracts | fit_normalization(dict(config.modalities), splits["train"])
+    contracts = old_contracts | fit_normalization(new_contracts, splits["train"])
     samples = {name: len(split) for name, split in splits.items()}
-    train, val = (Tensors.from_split(splits[name], contracts) for name in ("train", "val"))
-    return train, val, samples, contracts
+    train = Tensors.from_split(splits["train"], {m: contracts[m] for m in new_contracts})
+    return train, Tensors.from_split(splits["val"], contracts), samples, contracts
 
 
 def _subset(data: Tensors, modalities: list[str]) -> Tensors:
