@@ -165,21 +165,21 @@ def _check(old: Manifest, config: Config) -> list[str]:
 def _read(
     data: Path, old: Manifest, config: Config, skip_bad_rows: bool
 ) -> tuple[Tensors, Tensors, dict[str, int], dict[str, InputContract]]:
-    """Training tensors of the new modalities (only they train: the old ones are not even decoded)
-    and validation tensors of the old (with their own normalization) and the new ones (normalization
-    fitted here); the old ones may be absent from the data."""
+    """Train and validation tensors of the old modalities (with their own normalization) and the
+    new ones (normalization fitted here); the old ones may be absent from the data. (A training row
+    has to be read with the old modalities too: one without the new ones is not a bad row.)"""
     old_contracts = {m: spec.input for m, spec in old.modalities.items()}
-    new_contracts = dict(config.modalities)
+    wanted = old_contracts | dict(config.modalities)
     splits = {}
-    for name, wanted in (("train", new_contracts), ("val", old_contracts | new_contracts)):
+    for name in ("train", "val"):
         splits[name], _ = read_split(data / f"{name}.jsonl", wanted, old.labels, skip_bad_rows)
         for m in config.modalities:
             if not splits[name].present(m).any():
                 raise GrowthError(f"{data / name}.jsonl: no sample has the new modality {m!r}")
-    contracts = old_contracts | fit_normalization(new_contracts, splits["train"])
+    contracts = old_contracts | fit_normalization(dict(config.modalities), splits["train"])
     samples = {name: len(split) for name, split in splits.items()}
-    train = Tensors.from_split(splits["train"], {m: contracts[m] for m in new_contracts})
-    return train, Tensors.from_split(splits["val"], contracts), samples, contracts
+    train, val = (Tensors.from_split(splits[name], contracts) for name in ("train", "val"))
+    return train, val, samples, contracts
 
 
 def _subset(data: Tensors, modalities: list[str]) -> Tensors:
