@@ -11,9 +11,9 @@ For each seed, into --out:
   scratch/seed-S/mla      MLA on every modality from scratch
 each timed from config and data to bundle (`train_seeds` with systems ["mla"], or `extend`), in
 wall and CPU seconds. Steps and seeds run one after another; run it on an otherwise idle machine,
-as other processes' load lengthens wall times. Training rows with none of the modalities a step
-trains are left out of it (`--skip-bad-rows`). `--epochs` overrides the config's epochs in all
-three (quick checks). Then each bundle is evaluated through
+as other processes' load lengthens wall times. Training rows with only added modalities are left
+out of version 1 (`--skip-bad-rows`). `--epochs` overrides the config's epochs in all three (quick
+checks). Then each bundle is evaluated through
 its ONNX files, the reliability gate (on) and the service's fusion, on the clean test split, for
 every subset of its modalities (`evaluation/growth.py`, which states the goals and their intervals).
 
@@ -85,8 +85,7 @@ def grow_seed(
     old = [m for m in config.modalities if m not in added]
     old_name = "+".join(old)
     clock = Clock()
-    # A training row without any of the modalities a step trains is a bad row to `train` and to
-    # `extend` (which decodes only the added modalities of the training split): both leave them out.
+    # A training row with only added modalities has none of version 1's: a bad row, left out of it.
     with clock.measure(old_name):
         v1 = train_mla(derive(config, old, epochs), data, out / old_name, seed, provenance, True)
     lineage = out / "grown" / f"seed-{seed}"
@@ -94,7 +93,7 @@ def grow_seed(
     lineage.mkdir(parents=True)
     shutil.copytree(v1, lineage / "1")
     with clock.measure("extend"):
-        v2 = extend(lineage / "1", derive(config, added, epochs), data, seed, skip_bad_rows=True)
+        v2 = extend(lineage / "1", derive(config, added, epochs), data, seed)
     with clock.measure("scratch"):
         scratch = train_mla(
             derive(config, list(config.modalities), epochs), data, out / "scratch", seed, provenance
