@@ -1,0 +1,181 @@
+"""Updating a served model with a voice it has not heard (issue 12), measured on digits: train MLA on
+digits without one FSDD speaker, `anymodal update` it with that speaker's data, and hold the result
+against the version it came from and against plain fine-tuning on the new data alone.
+
+    python bench/update.py [--seeds 0,1,2] [--epochs N] [--speaker yweweler] [--out runs/update]
+                           [--json out.json] [--config training/digits.toml] [--source ../shared/data]
+                           [--data data/digits-base] [--new-data data/SPEAKER]
+
+The data, built from --source if absent (`training/digits.py`): --data without the speaker
+(`--exclude-speakers`; test speaker theo, validation george), and --new-data whose audio is all the
+speaker's (`--only-speaker`: its takes 0-29 train, 30-39 validation, 40-49 test; images and text as
+in digits).
+
+For each seed, into --out:
+  base/seed-S/mla      MLA (HGM on) on every modality of the config, on --data: version 1
+  guarded/seed-S/1, 2  version 1 copied, then `update` with --new-data: version 2
+  naive/seed-S/1, 2    the same with `guarded=False`: plain fine-tuning on the new data alone
+each timed from config (or bundle) and data to bundle, in wall and CPU seconds. Steps and seeds run
+one after another; run it on an otherwise idle machine, as other processes' load lengthens wall
+times. `--epochs` overrides the config's epochs in all three (quick checks); both updates train as
+many epochs as version 1, every modality the new data has (as `anymodal update` does by default).
+Each bundle is evaluated through its ONNX files, the reliability gate (on) and the service's fusion,
+clean, on the old test split for every subset of modalities and on the speaker's test split for
+audio alone and all modalities (`evaluation/update.py` states the goals and their intervals).
+
+Prints the accuracies and the goals, writes report.md and update.png into --out (and the summary to
+--json); the exit code is 1 if a goal is not met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import shutil
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from anymodal.evaluation.growth import Outcomes, TestSplit, outcomes, subset_name
+from anymodal.evaluation.update import SYSTEMS, summarize_update
+from anymodal.training.config import Config, load_config
+from anymodal.training.digits import SPEAKERS, DigitsOptions, SourceError, build_digits
+from anymodal.training.update import update
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.grow import Clock, derive, parse_seeds, train_mla  # noqa: E402
+from bench.update_report import goal_lines, table_lines, write_report  # noqa: E402
+
+log = logging.getLogger("update")
+VOICE = "audio"  # the modality a new speaker is new in
+
+
+def ensure_digits(source: Path, out: Path, options: DigitsOptions) -> None:
+    """Build the digits benchmark into `out` with `options`, unless it is there already, built with
+    the same options (ValueError if with others)."""
+    recorded = out / "digits.json"
+    if not recorded.is_file():
+        build_digits(source, out, options, progress=False)
+        return
+    wanted = json.loads(json.dumps(asdict(options)))
+    found = json.loads(recorded.read_text())["options"]
+    if found != wanted:
+        changed = sorted(k for k in wanted.keys() | found.keys() if found.get(k) != wanted.get(k))
+        raise ValueError(
+            f"{out} was built with other options ({', '.join(changed)}): remove it or name another"
+        )
+
+
+def update_seed(
+    config: Config, base: Path, new: Path, out: Path, seed: int, epochs: int | None, provenance: dict
+) -> tuple[dict[str, Path], Clock]:
+    """Version 1 trained on `base`, and version 2 updated with `new`, guarded and naive: their
+    bundles and training times."""
+    config = derive(config, list(config.modalities), epochs)
+    settings = replace(config.train, seed=seed)
+    clock = Clock()
+    with clock.measure("train"):
+        v1 = train_mla(config, base, out / "base", seed, provenance)
+    bundles = {"before": v1}
+    for system in ("guarded", "naive"):
+        lineage = out / system / f"seed-{seed}"
+        shutil.rmtree(lineage, ignore_errors=True)
+        lineage.mkdir(parents=True)
+        shutil.copytree(v1, lineage / "1")
+        with clock.measure(system):
+            bundles[system] = update(lineage / "1", new, settings, guarded=system == "guarded")
+    return bundles, clock
+
+
+def measure_update(
+    config: Config,
+    base: Path,
+    new: Path,
+    out: Path,
+    seeds: list[int],
+    epochs: int | None,
+    command: str,
+    speaker: str,
+    modality: str = VOICE,
+) -> tuple[dict, dict]:
+    """Every seed trained, updated both ways and evaluated; the summary (`evaluation/update.py`) and
+    the report's context. `new` holds the data of `speaker`, who is new in `modality`. Writes
+    report.md and update.png into `out`."""
+    provenance = {"command": command, "bench": "update"}
+    runs = [update_seed(config, base, new, out, seed, epochs, provenance) for seed in seeds]
+    order = list(config.modalities)
+    new_subsets = [modality, subset_name(tuple(order))]
+    old_test = TestSplit(base / "test.jsonl", runs[0][0]["before"])
+    new_test = TestSplit(new / "test.jsonl", runs[0][0]["before"])
+    old: dict[str, list[Outcomes]] = {system: [] for system in SYSTEMS}
+    fresh: dict[str, list[Outcomes]] = {system: [] for system in SYSTEMS}
+    for bundles, _ in runs:
+        for system in SYSTEMS:
+            old[system].append(outcomes(bundles[system], old_test, order))
+            answered = outcomes(bundles[system], new_test, order)
+            fresh[system].append({s: answered[s] for s in new_subsets})
+    seconds = {step: [clock.wall[step] for _, clock in runs] for step in runs[0][1].wall}
+    summary = summarize_update(old, fresh, modality, seconds)
+    summary["cpu_seconds"] = {step: [clock.cpu[step] for _, clock in runs] for step in runs[0][1].cpu}
+    context = {
+        "command": command,
+        "seeds": seeds,
+        "epochs": epochs,
+        "old_test_samples": len(old_test.labels),
+        "new_test_samples": len(new_test.labels),
+        "modalities": order,
+        "speaker": speaker,
+        "modality": modality,
+    }
+    write_report(out, summary, context)
+    return summary, context
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2], help="comma-separated, e.g. 0,1,2")
+    parser.add_argument("--epochs", type=int, help="override the config's epochs (quick checks)")
+    parser.add_argument(
+        "--speaker", default="yweweler", choices=SPEAKERS, help="the voice left out, then added"
+    )
+    parser.add_argument("--config", type=Path, default=ROOT / "training" / "digits.toml")
+    parser.add_argument("--source", type=Path, default=Path("../shared/data"), help="the raw data")
+    parser.add_argument(
+        "--data", type=Path, default=Path("data/digits-base"), help="digits without the speaker"
+    )
+    parser.add_argument("--new-data", type=Path, help="the speaker's data; default data/SPEAKER")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/update"), help="bundles, report.md, update.png"
+    )
+    parser.add_argument("--json", type=Path, help="write the summary here")
+    args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    for name in ("anymodal", log.name):  # not the ONNX exporter's chatter
+        logging.getLogger(name).setLevel(logging.INFO)
+    base_options = DigitsOptions(exclude_speakers=(args.speaker,))
+    if args.speaker in (base_options.test_speaker, base_options.val_speaker):
+        parser.error(f"--speaker: not the test or validation speaker of digits ({args.speaker})")
+    new = args.new_data or Path("data") / args.speaker
+    try:
+        ensure_digits(args.source, args.data, base_options)
+        ensure_digits(args.source, new, DigitsOptions(only_speaker=args.speaker))
+    except (ValueError, SourceError, OSError) as error:
+        parser.error(str(error))
+    command = shlex.join(["python", "bench/update.py", *sys.argv[1:]])
+    config = load_config(args.config)
+    summary, context = measure_update(
+        config, args.data, new, args.out, args.seeds, args.epochs, command, args.speaker
+    )
+    print("\n".join([*table_lines(summary), "", *goal_lines(summary)]))
+    print(f"\nwrote {args.out / 'report.md'} and {args.out / 'update.png'}")
+    if args.json:
+        args.json.write_text(json.dumps(summary | {"context": context}, indent=2) + "\n")
+    return 0 if all(goal["met"] for goal in summary["goals"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

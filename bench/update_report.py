@@ -1,0 +1,157 @@
+"""bench/update.py's output: the accuracy tables and the goals as text, report.md and update.png
+(accuracy per subset of modalities before the update, updated, and fine-tuned on the new data alone;
+on the old test split and on the new speaker's)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from bench.grow_report import _diff, _pct, _seconds, _table, verdict
+
+SYSTEMS = {"before": "before (v1)", "guarded": "updated (v2)", "naive": "fine-tuned (naive)"}
+NAMES = {"guarded": "updated", "naive": "fine-tuned", "before": "before"}
+SPLITS = {"old": "old test split", "new": "new speaker's test split"}
+STEPS = {"train": "train v1", "guarded": "update", "naive": "fine-tune"}
+
+
+def _header(summary: dict, split: str) -> list[str]:
+    pairs = summary["differences"][split]
+    return [
+        "modalities",
+        *SYSTEMS.values(),
+        *(" - ".join(NAMES[s] for s in pair.split(" - ")) + ", pts" for pair in pairs),
+    ]
+
+
+def _rows(summary: dict, split: str) -> list[list[str]]:
+    accuracy, pairs = summary["accuracy"][split], summary["differences"][split]
+    return [
+        [subset, *(_pct(accuracy[s][subset]) for s in SYSTEMS), *(_diff(pairs[p][subset]) for p in pairs)]
+        for subset in accuracy["before"]
+    ]
+
+
+def table_lines(summary: dict) -> list[str]:
+    lines = [
+        "test accuracy (%), clean, gate on: mean over seeds (lowest-highest seed);"
+        " differences: mean [95% paired bootstrap interval]"
+    ]
+    for split, title in SPLITS.items():
+        rows = [_header(summary, split), *_rows(summary, split)]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines += ["", f"{title}:"]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    return lines
+
+
+def goal_lines(summary: dict) -> list[str]:
+    lines = ["goals (met only when the whole interval is on the right side of the threshold):"]
+    lines += [f"  {verdict(g):22} {g['goal']}: {_diff(g['difference'])}" for g in summary["goals"]]
+    wall, cpu = summary["seconds"], summary["cpu_seconds"]
+    lines.append("training seconds per seed, wall (CPU):")
+    lines += [
+        f"  {STEPS[step]:10} " + ", ".join(_seconds(wall, cpu, step, i) for i in range(len(wall[step])))
+        for step in wall
+    ]
+    return lines
+
+
+def write_report(out: Path, summary: dict, context: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    plot(summary, out / "update.png")
+    seeds, speaker = context["seeds"], context["speaker"]
+    epochs = f"; every training {context['epochs']} epochs (not the config's)" if context["epochs"] else ""
+    wall, cpu = summary["seconds"], summary["cpu_seconds"]
+    lines = [
+        f"# Updating a model with a new speaker: {speaker}",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d} with seeds {', '.join(map(str, seeds))}{epochs}. Each seed trains"
+        f" MLA (HGM on) on {'+'.join(context['modalities'])} without {speaker}'s recordings (version 1),"
+        f" then updates a copy with {speaker}'s data (`anymodal update`, version 2: feature distillation,"
+        " the head through the HGM projector, replay of the reservoir) and fine-tunes another copy on"
+        " the same data alone (`update(..., guarded=False)`, the naive baseline). Both train every"
+        " modality the new data has, as `anymodal update` does by default. Every bundle is evaluated"
+        " through its exported ONNX files, the reliability gate (on) and the service's fusion, clean, on"
+        f" the old test split ({context['old_test_samples']} samples, a voice version 1 did not hear"
+        f" either) and on {speaker}'s"
+        f" test split (takes 40-49, {context['new_test_samples']} samples). Accuracies are means over"
+        " seeds, the lowest and highest seed in parentheses; differences are means with a 95% paired"
+        " bootstrap interval over test samples, pooled across seeds. A goal is met only when its whole"
+        " interval is on the right side of its threshold.",
+        "",
+        "```",
+        context["command"],
+        "```",
+        "",
+        "## Goals",
+        "",
+        *_table(
+            ["goal", "measured, pts", "verdict"],
+            [[g["goal"], _diff(g["difference"]), verdict(g)] for g in summary["goals"]],
+        ),
+    ]
+    for split, title in SPLITS.items():
+        lines += [
+            "",
+            f"## Test accuracy (%), {title}",
+            "",
+            *_table(_header(summary, split), _rows(summary, split)),
+        ]
+    lines += [
+        "",
+        "## Training time",
+        "",
+        "Wall seconds from config (or bundle) and data to bundle, the CPU seconds of every thread of the"
+        " process in parentheses. Training version 1 decodes the test split too, as `anymodal train`"
+        " does; the updates read only the new train and validation splits.",
+        "",
+        *_table(
+            ["seed", *(STEPS[step] for step in wall)],
+            [[str(seed), *(_seconds(wall, cpu, step, i) for step in wall)] for i, seed in enumerate(seeds)]
+            + [["mean", *(f"{np.mean(wall[step]):.0f} ({np.mean(cpu[step]):.0f})" for step in wall)]],
+        ),
+        "",
+        "![accuracy per subset](update.png)",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(lines))
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Per split, bars per subset: before, updated, fine-tuned; whiskers span the lowest to highest
+    seed."""
+    accuracy = summary["accuracy"]
+    counts = [len(accuracy[split]["before"]) for split in SPLITS]
+    fig, axes = plt.subplots(
+        1, 2, figsize=(1.3 * sum(counts) + 2, 3.6), sharey=True, gridspec_kw={"width_ratios": counts}
+    )
+    width = 0.27
+    for axis, (split, title) in zip(axes, SPLITS.items(), strict=True):
+        subsets = list(accuracy[split]["before"])
+        for i, (system, label) in enumerate(SYSTEMS.items()):
+            stats = [accuracy[split][system][s] for s in subsets]
+            means = np.array([100 * stat["mean"] for stat in stats])
+            spread = np.array(
+                [[m - 100 * st["min"], 100 * st["max"] - m] for m, st in zip(means, stats, strict=True)]
+            )
+            axis.bar(
+                np.arange(len(subsets)) + (i - 1) * width, means, width, yerr=spread.T, capsize=2, label=label
+            )
+        axis.set_xticks(range(len(subsets)), subsets, fontsize=7, rotation=20)
+        axis.set_title(title, fontsize=9)
+    lowest = min(
+        100 * st["min"] for by_split in accuracy.values() for by in by_split.values() for st in by.values()
+    )
+    axes[0].set_ylim(max(0.0, lowest - 5), 100)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
