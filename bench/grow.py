@@ -160,8 +160,14 @@ def main() -> int:
         parser.error(f"--add: name some but not all of the config's modalities {list(config.modalities)}")
     command = shlex.join(["python", "bench/grow.py", *sys.argv[1:]])
     summary, context = grow(config, added, args.data, args.out, args.seeds, args.epochs, command)
-    print("\n".join([*table_lines(summary), "", *goal_lines(summary)]))
-    print(f"\nwrote {args.out / 'report.md'} and {args.out / 'grow.png'}")
+    return finish([*table_lines(summary), "", *goal_lines(summary)], summary, context, args, "grow.png")
+
+
+def finish(lines: list[str], summary: dict, context: dict, args: argparse.Namespace, plot: str) -> int:
+    """Print `lines`, say what was written, write the summary to `--json`; the exit code: 1 if a goal
+    is not met."""
+    print("\n".join(lines))
+    print(f"\nwrote {args.out / 'report.md'} and {args.out / plot}")
     if args.json:
         args.json.write_text(json.dumps(summary | {"context": context}, indent=2) + "\n")
     return 0 if all(goal["met"] for goal in summary["goals"]) else 1

@@ -15,11 +15,11 @@ import numpy as np
 SYSTEMS = {"before": "before (v1)", "after": "grown (v2)", "scratch": "from scratch"}
 
 
-def _pct(stat: dict) -> str:
+def pct(stat: dict) -> str:
     return f"{100 * stat['mean']:.1f} ({100 * stat['min']:.1f}-{100 * stat['max']:.1f})"
 
 
-def _diff(difference: dict) -> str:
+def diff(difference: dict) -> str:
     return (
         f"{100 * difference['mean']:+.2f} [{100 * difference['low']:+.2f}, {100 * difference['high']:+.2f}]"
     )
@@ -36,7 +36,7 @@ def _figure(goal: dict) -> str:
     if "share" in goal:
         share = goal["share"]
         return f"{100 * share['mean']:.1f}% (seeds {100 * share['low']:.1f}-{100 * share['high']:.1f}%)"
-    return _diff(goal["difference"])
+    return diff(goal["difference"])
 
 
 def _rows(summary: dict) -> list[list[str]]:
@@ -46,11 +46,11 @@ def _rows(summary: dict) -> list[list[str]]:
         before = accuracy["before"].get(subset)
         rows.append([
             subset,
-            _pct(before) if before else "",
-            _pct(accuracy["after"][subset]),
-            _pct(accuracy["scratch"][subset]),
-            _diff(summary["versus_before"][subset]) if before else "",
-            _diff(summary["versus_scratch"][subset]),
+            pct(before) if before else "",
+            pct(accuracy["after"][subset]),
+            pct(accuracy["scratch"][subset]),
+            diff(summary["versus_before"][subset]) if before else "",
+            diff(summary["versus_scratch"][subset]),
         ])  # fmt: skip
     return rows
 
@@ -75,17 +75,17 @@ def goal_lines(summary: dict) -> list[str]:
     wall, cpu = summary["seconds"], summary["cpu_seconds"]
     lines.append("training seconds per seed, wall (CPU):")
     lines += [
-        f"  {step:12} " + ", ".join(_seconds(wall, cpu, step, i) for i in range(len(wall[step])))
+        f"  {step:12} " + ", ".join(seconds(wall, cpu, step, i) for i in range(len(wall[step])))
         for step in wall
     ]
     return lines
 
 
-def _seconds(wall: dict, cpu: dict, step: str, seed: int) -> str:
+def seconds(wall: dict, cpu: dict, step: str, seed: int) -> str:
     return f"{wall[step][seed]:.0f} ({cpu[step][seed]:.0f})"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
@@ -114,13 +114,13 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
         "",
         "## Goals",
         "",
-        *_table(
+        *table(
             ["goal", "measured", "verdict"], [[g["goal"], _figure(g), verdict(g)] for g in summary["goals"]]
         ),
         "",
         "## Test accuracy (%) for every subset of modalities",
         "",
-        *_table(HEADER, _rows(summary)),
+        *table(HEADER, _rows(summary)),
         "",
         "## Training time",
         "",
@@ -128,9 +128,9 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
         " parentheses. The goal compares wall seconds, seed by seed. Training from scratch decodes the"
         " test split too, as `anymodal train` does; `extend` reads only train and validation.",
         "",
-        *_table(
+        *table(
             ["seed", *wall],
-            [[str(seed), *(_seconds(wall, cpu, step, i) for step in wall)] for i, seed in enumerate(seeds)]
+            [[str(seed), *(seconds(wall, cpu, step, i) for step in wall)] for i, seed in enumerate(seeds)]
             + [["mean", *(f"{np.mean(wall[step]):.0f} ({np.mean(cpu[step]):.0f})" for step in wall)]],
         ),
         "",

@@ -4,24 +4,28 @@ against the version it came from and against plain fine-tuning on the new data a
 
     python bench/update.py [--seeds 0,1,2] [--epochs N] [--speaker yweweler] [--out runs/update]
                            [--json out.json] [--config training/digits.toml] [--source ../shared/data]
-                           [--data data/digits-base] [--new-data data/SPEAKER]
+                           [--data data/digits-heard] [--new-data data/SPEAKER]
 
 The data, built from --source if absent (`training/digits.py`): --data without the speaker
-(`--exclude-speakers`; test speaker theo, validation george), and --new-data whose audio is all the
+(`--exclude-speakers`; test speaker theo, validation george) and with takes 40-49 of the training
+speakers held out as `test_heard` (`--heard-takes 10`), and --new-data whose audio is all the
 speaker's (`--only-speaker`: its takes 0-29 train, 30-39 validation, 40-49 test; images and text as
 in digits).
 
 For each seed, into --out:
-  base/seed-S/mla      MLA (HGM on) on every modality of the config, on --data: version 1
-  guarded/seed-S/1, 2  version 1 copied, then `update` with --new-data: version 2
-  naive/seed-S/1, 2    the same with `guarded=False`: plain fine-tuning on the new data alone
+  base/seed-S/mla       MLA (HGM on) on every modality of the config, on --data, keeping replay
+                        inputs (`replay_inputs = true`): version 1
+  guarded/seed-S/1, 2   version 1 copied, then `update` with --new-data: version 2
+  features/seed-S/1, 2  the same, without the kept inputs (`replay_inputs=False`)
+  naive/seed-S/1, 2     the same with `guarded=False`: plain fine-tuning on the new data alone
 each timed from config (or bundle) and data to bundle, in wall and CPU seconds. Steps and seeds run
 one after another; run it on an otherwise idle machine, as other processes' load lengthens wall
-times. `--epochs` overrides the config's epochs in all three (quick checks); both updates train as
-many epochs as version 1, every modality the new data has (as `anymodal update` does by default).
+times. `--epochs` overrides the config's epochs in all (quick checks); the updates train as many
+epochs as version 1, every modality the new data has (as `anymodal update` does by default).
 Each bundle is evaluated through its ONNX files, the reliability gate (on) and the service's fusion,
-clean, on the old test split for every subset of modalities and on the speaker's test split for
-audio alone and all modalities (`evaluation/update.py` states the goals and their intervals).
+clean, on the old test split (an unheard voice) and the heard split (held-out takes of the voices
+version 1 trained on) for every subset of modalities, and on the speaker's test split for audio alone
+and all modalities (`evaluation/update.py` states the goals and their intervals).
 
 Prints the accuracies and the goals, writes report.md and update.png into --out (and the summary to
 --json); the exit code is 1 if a goal is not met.
@@ -47,11 +51,12 @@ from anymodal.training.update import update
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.grow import Clock, derive, parse_seeds, train_mla  # noqa: E402
+from bench.grow import Clock, derive, finish, parse_seeds, train_mla  # noqa: E402
 from bench.update_report import goal_lines, table_lines, write_report  # noqa: E402
 
 log = logging.getLogger("update")
 VOICE = "audio"  # the modality a new speaker is new in
+HEARD_TAKES = 10  # takes 40-49 of the training speakers: the heard split
 
 
 def ensure_digits(source: Path, out: Path, options: DigitsOptions) -> None:
@@ -73,21 +78,24 @@ def ensure_digits(source: Path, out: Path, options: DigitsOptions) -> None:
 def update_seed(
     config: Config, base: Path, new: Path, out: Path, seed: int, epochs: int | None, provenance: dict
 ) -> tuple[dict[str, Path], Clock]:
-    """Version 1 trained on `base`, and version 2 updated with `new`, guarded and naive: their
+    """Version 1 trained on `base`, and version 2 updated with `new` each way of SYSTEMS: their
     bundles and training times."""
     config = derive(config, list(config.modalities), epochs)
+    config = replace(config, train=replace(config.train, replay_inputs=True))
     settings = replace(config.train, seed=seed)
     clock = Clock()
     with clock.measure("train"):
         v1 = train_mla(config, base, out / "base", seed, provenance)
     bundles = {"before": v1}
-    for system in ("guarded", "naive"):
+    for system in SYSTEMS[1:]:
         lineage = out / system / f"seed-{seed}"
         shutil.rmtree(lineage, ignore_errors=True)
         lineage.mkdir(parents=True)
         shutil.copytree(v1, lineage / "1")
         with clock.measure(system):
-            bundles[system] = update(lineage / "1", new, settings, guarded=system == "guarded")
+            bundles[system] = update(
+                lineage / "1", new, settings, guarded=system != "naive", replay_inputs=system == "guarded"
+            )
     return bundles, clock
 
 
@@ -109,24 +117,23 @@ def measure_update(
     runs = [update_seed(config, base, new, out, seed, epochs, provenance) for seed in seeds]
     order = list(config.modalities)
     new_subsets = [modality, subset_name(tuple(order))]
-    old_test = TestSplit(base / "test.jsonl", runs[0][0]["before"])
-    new_test = TestSplit(new / "test.jsonl", runs[0][0]["before"])
-    old: dict[str, list[Outcomes]] = {system: [] for system in SYSTEMS}
-    fresh: dict[str, list[Outcomes]] = {system: [] for system in SYSTEMS}
+    files = {"new": new / "test.jsonl", "old": base / "test.jsonl", "heard": base / "test_heard.jsonl"}
+    tests = {split: TestSplit(path, runs[0][0]["before"]) for split, path in files.items()}
+    found: dict[str, dict[str, list[Outcomes]]] = {split: {s: [] for s in SYSTEMS} for split in files}
     for bundles, _ in runs:
         for system in SYSTEMS:
-            old[system].append(outcomes(bundles[system], old_test, order))
-            answered = outcomes(bundles[system], new_test, order)
-            fresh[system].append({s: answered[s] for s in new_subsets})
+            for split, test in tests.items():
+                answered = outcomes(bundles[system], test, order)
+                keep = new_subsets if split == "new" else list(answered)
+                found[split][system].append({s: answered[s] for s in keep})
     seconds = {step: [clock.wall[step] for _, clock in runs] for step in runs[0][1].wall}
-    summary = summarize_update(old, fresh, modality, seconds)
+    summary = summarize_update(found, modality, seconds)
     summary["cpu_seconds"] = {step: [clock.cpu[step] for _, clock in runs] for step in runs[0][1].cpu}
     context = {
         "command": command,
         "seeds": seeds,
         "epochs": epochs,
-        "old_test_samples": len(old_test.labels),
-        "new_test_samples": len(new_test.labels),
+        "test_samples": {split: len(test.labels) for split, test in tests.items()},
         "modalities": order,
         "speaker": speaker,
         "modality": modality,
@@ -145,7 +152,7 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=ROOT / "training" / "digits.toml")
     parser.add_argument("--source", type=Path, default=Path("../shared/data"), help="the raw data")
     parser.add_argument(
-        "--data", type=Path, default=Path("data/digits-base"), help="digits without the speaker"
+        "--data", type=Path, default=Path("data/digits-heard"), help="digits without the speaker"
     )
     parser.add_argument("--new-data", type=Path, help="the speaker's data; default data/SPEAKER")
     parser.add_argument(
@@ -156,7 +163,7 @@ def main() -> int:
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     for name in ("anymodal", log.name):  # not the ONNX exporter's chatter
         logging.getLogger(name).setLevel(logging.INFO)
-    base_options = DigitsOptions(exclude_speakers=(args.speaker,))
+    base_options = DigitsOptions(exclude_speakers=(args.speaker,), heard_takes=HEARD_TAKES)
     if args.speaker in (base_options.test_speaker, base_options.val_speaker):
         parser.error(f"--speaker: not the test or validation speaker of digits ({args.speaker})")
     new = args.new_data or Path("data") / args.speaker
@@ -170,11 +177,7 @@ def main() -> int:
     summary, context = measure_update(
         config, args.data, new, args.out, args.seeds, args.epochs, command, args.speaker
     )
-    print("\n".join([*table_lines(summary), "", *goal_lines(summary)]))
-    print(f"\nwrote {args.out / 'report.md'} and {args.out / 'update.png'}")
-    if args.json:
-        args.json.write_text(json.dumps(summary | {"context": context}, indent=2) + "\n")
-    return 0 if all(goal["met"] for goal in summary["goals"]) else 1
+    return finish([*table_lines(summary), "", *goal_lines(summary)], summary, context, args, "update.png")
 
 
 if __name__ == "__main__":

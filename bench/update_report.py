@@ -13,12 +13,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from bench.grow_report import _diff, _pct, _seconds, _table, verdict
+from bench.grow_report import diff, pct, seconds, table, verdict
 
-SYSTEMS = {"before": "before (v1)", "guarded": "updated (v2)", "naive": "fine-tuned (naive)"}
-NAMES = {"guarded": "updated", "naive": "fine-tuned", "before": "before"}
-SPLITS = {"old": "old test split", "new": "new speaker's test split"}
-STEPS = {"train": "train v1", "guarded": "update", "naive": "fine-tune"}
+SYSTEMS = {
+    "before": "before (v1)",
+    "guarded": "updated (v2)",
+    "features": "updated, features only",
+    "naive": "fine-tuned (naive)",
+}
+NAMES = {"guarded": "updated", "features": "features only", "naive": "fine-tuned", "before": "before"}
+SPLITS = {
+    "new": "new speaker's test split",
+    "old": "old test split (an unheard voice)",
+    "heard": "heard split (held-out takes of the voices v1 trained on)",
+}
+STEPS = {"train": "train v1", "guarded": "update", "features": "update, features only", "naive": "fine-tune"}
 
 
 def _header(summary: dict, split: str) -> list[str]:
@@ -33,7 +42,7 @@ def _header(summary: dict, split: str) -> list[str]:
 def _rows(summary: dict, split: str) -> list[list[str]]:
     accuracy, pairs = summary["accuracy"][split], summary["differences"][split]
     return [
-        [subset, *(_pct(accuracy[s][subset]) for s in SYSTEMS), *(_diff(pairs[p][subset]) for p in pairs)]
+        [subset, *(pct(accuracy[s][subset]) for s in SYSTEMS), *(diff(pairs[p][subset]) for p in pairs)]
         for subset in accuracy["before"]
     ]
 
@@ -53,11 +62,11 @@ def table_lines(summary: dict) -> list[str]:
 
 def goal_lines(summary: dict) -> list[str]:
     lines = ["goals (met only when the whole interval is on the right side of the threshold):"]
-    lines += [f"  {verdict(g):22} {g['goal']}: {_diff(g['difference'])}" for g in summary["goals"]]
+    lines += [f"  {verdict(g):22} {g['goal']}: {diff(g['difference'])}" for g in summary["goals"]]
     wall, cpu = summary["seconds"], summary["cpu_seconds"]
     lines.append("training seconds per seed, wall (CPU):")
     lines += [
-        f"  {STEPS[step]:10} " + ", ".join(_seconds(wall, cpu, step, i) for i in range(len(wall[step])))
+        f"  {STEPS[step]:22} " + ", ".join(seconds(wall, cpu, step, i) for i in range(len(wall[step])))
         for step in wall
     ]
     return lines
@@ -66,25 +75,29 @@ def goal_lines(summary: dict) -> list[str]:
 def write_report(out: Path, summary: dict, context: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     plot(summary, out / "update.png")
-    seeds, speaker = context["seeds"], context["speaker"]
+    seeds, speaker, samples = context["seeds"], context["speaker"], context["test_samples"]
     epochs = f"; every training {context['epochs']} epochs (not the config's)" if context["epochs"] else ""
     wall, cpu = summary["seconds"], summary["cpu_seconds"]
     lines = [
         f"# Updating a model with a new speaker: {speaker}",
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d} with seeds {', '.join(map(str, seeds))}{epochs}. Each seed trains"
-        f" MLA (HGM on) on {'+'.join(context['modalities'])} without {speaker}'s recordings (version 1),"
-        f" then updates a copy with {speaker}'s data (`anymodal update`, version 2: feature distillation,"
-        " the head through the HGM projector, replay of the reservoir) and fine-tunes another copy on"
-        " the same data alone (`update(..., guarded=False)`, the naive baseline). Both train every"
-        " modality the new data has, as `anymodal update` does by default. Every bundle is evaluated"
-        " through its exported ONNX files, the reliability gate (on) and the service's fusion, clean, on"
-        f" the old test split ({context['old_test_samples']} samples, a voice version 1 did not hear"
-        f" either) and on {speaker}'s"
-        f" test split (takes 40-49, {context['new_test_samples']} samples). Accuracies are means over"
-        " seeds, the lowest and highest seed in parentheses; differences are means with a 95% paired"
-        " bootstrap interval over test samples, pooled across seeds. A goal is met only when its whole"
-        " interval is on the right side of its threshold.",
+        f" MLA (HGM on) on {'+'.join(context['modalities'])} without {speaker}'s recordings and without"
+        " takes 40-49 of the voices it trains on (version 1; its bundle keeps replay inputs,"
+        " `replay_inputs = true`). Copies of it are then updated with"
+        f" {speaker}'s data: `anymodal update` (version 2: old inputs replayed through the encoders, feature"
+        " distillation, batch norm statistics kept, the head through the HGM projector, replay of the"
+        " reservoir's features), the same without the kept inputs (`replay_inputs=False`: what a bundle"
+        " trained without them gets), and plain fine-tuning on the new data alone"
+        " (`update(..., guarded=False)`, the naive baseline). All train every modality the new data has,"
+        " as `anymodal update` does by default. Every bundle is evaluated through its exported ONNX"
+        " files, the reliability gate (on) and the service's fusion, clean, on three splits:"
+        f" {speaker}'s test takes 40-49 ({samples['new']} samples), the old test split (a voice no"
+        f" version heard, {samples['old']} samples) and the heard split (takes 40-49 of the voices"
+        f" version 1 trained on: what it knew, so what it can forget; {samples['heard']} samples)."
+        " Accuracies are means over seeds, the lowest and highest seed in parentheses; differences are"
+        " means with a 95% paired bootstrap interval over test samples, pooled across seeds. A goal is"
+        " met only when its whole interval is on the right side of its threshold.",
         "",
         "```",
         context["command"],
@@ -92,9 +105,9 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
         "",
         "## Goals",
         "",
-        *_table(
+        *table(
             ["goal", "measured, pts", "verdict"],
-            [[g["goal"], _diff(g["difference"]), verdict(g)] for g in summary["goals"]],
+            [[g["goal"], diff(g["difference"]), verdict(g)] for g in summary["goals"]],
         ),
     ]
     for split, title in SPLITS.items():
@@ -102,7 +115,7 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
             "",
             f"## Test accuracy (%), {title}",
             "",
-            *_table(_header(summary, split), _rows(summary, split)),
+            *table(_header(summary, split), _rows(summary, split)),
         ]
     lines += [
         "",
@@ -112,9 +125,9 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
         " process in parentheses. Training version 1 decodes the test split too, as `anymodal train`"
         " does; the updates read only the new train and validation splits.",
         "",
-        *_table(
+        *table(
             ["seed", *(STEPS[step] for step in wall)],
-            [[str(seed), *(_seconds(wall, cpu, step, i) for step in wall)] for i, seed in enumerate(seeds)]
+            [[str(seed), *(seconds(wall, cpu, step, i) for step in wall)] for i, seed in enumerate(seeds)]
             + [["mean", *(f"{np.mean(wall[step]):.0f} ({np.mean(cpu[step]):.0f})" for step in wall)]],
         ),
         "",
@@ -125,14 +138,12 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
 
 
 def plot(summary: dict, path: Path) -> None:
-    """Per split, bars per subset: before, updated, fine-tuned; whiskers span the lowest to highest
-    seed."""
+    """One row per split, bars per subset for each system of SYSTEMS; whiskers span the lowest to
+    the highest seed."""
     accuracy = summary["accuracy"]
-    counts = [len(accuracy[split]["before"]) for split in SPLITS]
-    fig, axes = plt.subplots(
-        1, 2, figsize=(1.3 * sum(counts) + 2, 3.6), sharey=True, gridspec_kw={"width_ratios": counts}
-    )
-    width = 0.27
+    most = max(len(accuracy[split]["before"]) for split in SPLITS)
+    fig, axes = plt.subplots(len(SPLITS), 1, figsize=(1.2 * most + 2, 2.6 * len(SPLITS)), sharey=True)
+    width = 0.8 / len(SYSTEMS)
     for axis, (split, title) in zip(axes, SPLITS.items(), strict=True):
         subsets = list(accuracy[split]["before"])
         for i, (system, label) in enumerate(SYSTEMS.items()):
@@ -141,17 +152,17 @@ def plot(summary: dict, path: Path) -> None:
             spread = np.array(
                 [[m - 100 * st["min"], 100 * st["max"] - m] for m, st in zip(means, stats, strict=True)]
             )
-            axis.bar(
-                np.arange(len(subsets)) + (i - 1) * width, means, width, yerr=spread.T, capsize=2, label=label
-            )
-        axis.set_xticks(range(len(subsets)), subsets, fontsize=7, rotation=20)
+            offsets = np.arange(len(subsets)) + (i - (len(SYSTEMS) - 1) / 2) * width
+            axis.bar(offsets, means, width, yerr=spread.T, capsize=2, label=label)
+        axis.set_xticks(range(len(subsets)), subsets, fontsize=8)
+        axis.set_xlim(-0.6, most - 0.4)
         axis.set_title(title, fontsize=9)
+        axis.set_ylabel("test accuracy (%)", fontsize=8)
     lowest = min(
         100 * st["min"] for by_split in accuracy.values() for by in by_split.values() for st in by.values()
     )
     axes[0].set_ylim(max(0.0, lowest - 5), 100)
-    axes[0].set_ylabel("test accuracy (%)")
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -156,6 +156,29 @@ def evaluate(
         raise _fail(f"evaluate: {error}") from None
 
 
+def compare(
+    before: Annotated[Path, typer.Argument(help="The version before: <repository>/<name>/<version>.")],
+    after: Annotated[Path, typer.Argument(help="The version after; it has every modality of the first.")],
+    test: Annotated[list[Path], typer.Option(help="A test split (JSONL); repeat it for several.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
+) -> None:
+    """What a step of growth gained and forgot: two versions' accuracy on the same test splits, per
+    subset of modalities, answered as the service answers (gate and fusion), with the difference's
+    95% interval over the test samples."""
+    from anymodal.evaluation.compare import CompareError, compare_lines, compare_versions
+    from anymodal.service.manifest import BundleError
+    from anymodal.training.dataset import DatasetError
+
+    try:
+        results = {str(path): compare_versions(before, after, path) for path in test}
+    except (CompareError, BundleError, DatasetError, OSError) as error:
+        raise _fail(f"compare: {error}") from None
+    typer.echo(f"{before} -> {after}, accuracy (%), clean")
+    typer.echo("\n".join(compare_lines(results)))
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def _run(
     config: Config,
     data: Path,
@@ -227,3 +250,4 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("train-digits")(train_digits)
     app.command("evaluate")(evaluate)
+    app.command("compare")(compare)

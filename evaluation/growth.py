@@ -71,7 +71,8 @@ def outcomes(bundle: Path, test: TestSplit, order: list[str]) -> Outcomes:
     return out
 
 
-def _accuracy(per_seed: list[Outcomes], subset: str) -> dict:
+def accuracy(per_seed: list[Outcomes], subset: str) -> dict:
+    """Mean accuracy over seeds, the lowest and highest seed's, and each seed's."""
     values = [float(np.nanmean(seed[subset])) for seed in per_seed]
     mean, low, high = seed_spread(values)
     return {"mean": mean, "min": low, "max": high, "seeds": values}
@@ -99,10 +100,10 @@ def summarize_growth(
     old = list(before[0])
     every = list(after[0])
     full = every[-1]
-    accuracy = {
-        "before": {s: _accuracy(before, s) for s in old},
-        "after": {s: _accuracy(after, s) for s in every},
-        "scratch": {s: _accuracy(scratch, s) for s in every},
+    accuracies = {
+        "before": {s: accuracy(before, s) for s in old},
+        "after": {s: accuracy(after, s) for s in every},
+        "scratch": {s: accuracy(scratch, s) for s in every},
     }
     versus_before = {s: _difference(after, before, s) for s in old}
     versus_scratch = {s: _difference(after, scratch, s) for s in every}
@@ -131,7 +132,7 @@ def summarize_growth(
         "mean_met": share <= TIME_SHARE,
     })  # fmt: skip
     return {
-        "accuracy": accuracy,
+        "accuracy": accuracies,
         "goals": goals,
         "versus_before": {s: i.__dict__ for s, i in versus_before.items()},
         "versus_scratch": {s: i.__dict__ for s, i in versus_scratch.items()},

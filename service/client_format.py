@@ -156,7 +156,7 @@ def _lineage(steps: list[dict[str, Any]], growth: dict[str, Any] | None) -> list
         lines += ["lineage:", *table(["step", "version", "from", "added", "trained", "at"], rows)]
     if growth is not None:
         lines.append(
-            f"growth: keeps at most {growth['replay_size']} training samples per modality (as features)"
-            " to replay"
+            f"growth: keeps at most {growth['replay_size']} training samples per modality (as features"
+            f"{' and encoder inputs' if growth.get('replay_kind') == 'features+inputs' else ''}) to replay"
         )
     return lines

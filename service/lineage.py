@@ -26,6 +26,10 @@ class GrowthInfo(BaseModel):
         description="At most this many training samples per modality are kept (as encoder features) to"
         " replay when the model grows"
     )
+    replay_kind: Literal["features", "features+inputs"] = Field(
+        description="`features+inputs`: the bundle keeps those samples' encoder inputs too (user data,"
+        " only when its training config asked for it), which `update` replays through the encoders"
+    )
 
 
 def lineage(manifest: Manifest) -> list[LineageStep]:
@@ -35,7 +39,9 @@ def lineage(manifest: Manifest) -> list[LineageStep]:
 
 
 def growth(manifest: Manifest) -> GrowthInfo | None:
-    return None if manifest.growth is None else GrowthInfo(replay_size=manifest.growth.replay_size)
+    if manifest.growth is None:
+        return None
+    return GrowthInfo(replay_size=manifest.growth.replay_size, replay_kind=manifest.growth.replay_kind)
 
 
 def model_ref(name: str, version: int, manifest: Manifest) -> dict[str, Any]:

@@ -133,12 +133,16 @@ class GrowthSpec(_Strict):
     """What a bundle needs to grow (`anymodal extend`, `anymodal update`; `training/growth.py`):
     the head's HGM projector, which remembers the head directions its modalities use, and a replay
     reservoir: for each modality, a uniform sample of at most `replay_size` training samples as the
-    encoder's *features* (its output, what the head reads), never its raw inputs."""
+    encoder's *features* (its output, what the head reads); their encoder inputs only where the
+    training config asked for them (`replay_inputs`, replay_kind features+inputs)."""
 
     projector: str = Field(description="a .npy file: the (D+1) x (D+1) projector, float64")
-    replay: str = Field(description="an .npz file: `<modality>.features` (N, D), `<modality>.labels` (N,)")
+    replay: str = Field(
+        description="an .npz file: `<modality>.features` (N, D), `<modality>.labels` (N,), and with"
+        " replay_kind features+inputs, `<modality>.inputs` (N, ...): the encoder inputs, user data"
+    )
     replay_size: int = Field(ge=0)
-    replay_kind: Literal["features"] = "features"
+    replay_kind: Literal["features", "features+inputs"] = "features"
     encoders: dict[str, EncoderWeights] = Field(default_factory=dict, description="by modality")
 
 

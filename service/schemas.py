@@ -274,7 +274,7 @@ class ModelInfo(BaseModel):
                             "at": "2025-06-01T12:00:00+00:00",
                         }
                     ],
-                    "growth": {"replay_size": 512},
+                    "growth": {"replay_size": 512, "replay_kind": "features"},
                 }
             ]
         }

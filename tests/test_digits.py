@@ -55,10 +55,16 @@ def test_a_speaker_can_be_kept_out_and_then_be_the_only_one(shared_data: Path, t
     """The data of `anymodal update`'s benchmark: a base without one voice, then that voice alone,
     its takes split three ways so no recording is in two splits."""
     base, only = tmp_path / "base", tmp_path / "only"
-    build_digits(shared_data, base, DigitsOptions(limit=40, exclude_speakers=("yweweler",)), progress=False)
+    options = DigitsOptions(limit=40, exclude_speakers=("yweweler",), heard_takes=10)
+    build_digits(shared_data, base, options, progress=False)
     build_digits(shared_data, only, DigitsOptions(limit=40, only_speaker="yweweler"), progress=False)
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test", "test_heard"):
         assert "yweweler" not in {r["source"]["fsdd"].split("_")[1] for r in _rows(base, split)}
+    heard = {r["source"]["fsdd"] for r in _rows(base, "test_heard")}  # takes 40-49 of the training voices
+    trained = {r["source"]["fsdd"] for r in _rows(base, "train") if "audio" in r}
+    assert {name.split("_")[1] for name in heard} <= {"jackson", "lucas", "nicolas"}
+    assert all(int(name.split("_")[2].split(".")[0]) >= 40 for name in heard)
+    assert all(int(name.split("_")[2].split(".")[0]) < 40 for name in trained) and heard
     takes = {
         split: {r["source"]["fsdd"] for r in _rows(only, split) if "audio" in r}
         for split in ("train", "val", "test")

@@ -45,6 +45,22 @@ def test_the_reservoir_survives_a_round_trip(tmp_path: Path) -> None:
     assert again.seen == {"pen": 10}
 
 
+def test_the_reservoir_keeps_inputs_only_with_every_sample(tmp_path: Path) -> None:
+    """Inputs (user data, kept only when asked for) stay row for row with their features, and go
+    when samples without them are folded in."""
+    reservoir = Reservoir(size=10)
+    features = np.arange(40, dtype=np.float32).reshape(20, 2)
+    reservoir.add("pen", features, np.arange(20), seed=0, inputs=features * 10)
+    reservoir.add("pen", features + 100, np.arange(20), seed=1, inputs=(features + 100) * 10)
+    np.testing.assert_array_equal(reservoir.inputs["pen"], reservoir.features["pen"] * 10)
+    assert reservoir.kind == "features+inputs"
+    reservoir.save(tmp_path / "replay.npz")
+    again = Reservoir.load(tmp_path / "replay.npz", 10)
+    np.testing.assert_array_equal(again.inputs["pen"], reservoir.inputs["pen"])
+    again.add("pen", features, np.arange(20), seed=2)  # without inputs: none are kept any more
+    assert "pen" not in again.inputs and again.kind == "features"
+
+
 def write_data(folder: Path, seed: int) -> None:
     """Three classes, a pen trajectory (6 numbers) and a word for each sample."""
     rng = np.random.default_rng(seed)
@@ -67,7 +83,7 @@ def config(modalities: dict) -> object:
             "modalities": modalities,
             "labels": NAMES,
             "model": {"feature_dim": 8, "width": 4},
-            "train": {"epochs": 10, "batch_size": 16, "replay_size": 64},
+            "train": {"epochs": 10, "batch_size": 16, "replay_size": 64, "replay_inputs": True},
         }
     )
 
@@ -166,9 +182,20 @@ def test_update_learns_new_samples_and_keeps_the_old(trained: tuple[Path, Path],
     manifest = verify_bundle(out)
     assert out.name == "2" and [s.step for s in manifest.history] == ["train", "update"]
     assert manifest.history[-1].trained == ["pen"] and manifest.history[-1].from_version == 1
+    assert manifest.history[-1].config["replayed_inputs"] == ["pen"]  # the bundle kept them
+    assert manifest.growth.replay_kind == "features+inputs"
+    old = read_manifest(bundle)
+    assert [s.temperature for s in manifest.modalities.values()] == [
+        s.temperature for s in old.modalities.values()
+    ]  # calibrated on the old validation split, not on the new data's
     assert manifest.files["pen.onnx"] != read_manifest(bundle).files["pen.onnx"]  # it trained
     assert accuracy(2, new_rows) > before_new  # the new writer is read better
     assert accuracy(2, old_rows) >= before_old - 0.1  # and the old ones not much worse
+    kept = Reservoir.load(out / manifest.growth.replay, manifest.growth.replay_size)
+    assert len(kept.inputs["pen"]) == len(kept.features["pen"]) == 64
+
+    plain = update(bundle, new, TrainConfig(epochs=2, batch_size=16), replay_inputs=False)
+    assert verify_bundle(plain).history[-1].config["replayed_inputs"] == []
 
 
 def test_the_readme_grow_commands_are_valid_command_lines() -> None:
@@ -185,7 +212,14 @@ def test_the_readme_grow_commands_are_valid_command_lines() -> None:
         section.index("```bash") + len("```bash") : section.index("```", section.index("```bash") + 7)
     ]
     commands = [shlex.split(line) for line in block.strip().splitlines() if line and not line.startswith("#")]
-    assert [c[1] for c in commands] == ["build-digits", "train", "extend", "build-digits", "update"]
+    assert [c[1] for c in commands] == [
+        "build-digits",
+        "train",
+        "extend",
+        "build-digits",
+        "update",
+        "compare",
+    ]
     group = typer.main.get_command(app)
     for command in commands:
         name, *args = command[1:]
@@ -216,6 +250,26 @@ def test_extend_and_update_from_the_command_line(trained: tuple[Path, Path], tmp
     )
     assert done.exit_code == 0, done.output
     assert verify_bundle(bundle.parent / "3").history[-1].trained == ["pen", "text"]
+    numbers = tmp_path / "compare.json"
+    done = runner.invoke(
+        app,
+        ["compare", str(bundle), str(bundle.parent / "3"), "--test", str(trained[1] / "test.jsonl"),
+         "--json", str(numbers)],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    found = json.loads(numbers.read_text())[str(trained[1] / "test.jsonl")]
+    assert set(found) == {"pen", "text", "pen+text"} and found["pen"]["samples"] == 30
+    assert "before" not in found["text"]  # version 1 has no text encoder
+    assert (
+        found["pen"]["difference"]["low"]
+        <= found["pen"]["difference"]["mean"]
+        <= found["pen"]["difference"]["high"]
+    )
+    assert "pen+text" in done.output and "after - before" in done.output
+    backwards = runner.invoke(
+        app, ["compare", str(bundle.parent / "3"), str(bundle), "--test", str(trained[1] / "test.jsonl")]
+    )
+    assert backwards.exit_code != 0 and "lacks text" in backwards.output
     refused = runner.invoke(
         app, ["extend", str(bundle), "--add", str(added), "--data", str(tmp_path / "none")]
     )

@@ -66,7 +66,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 def test_model_info_shows_the_lineage_and_growth(client: TestClient) -> None:
     info = client.get("/v1/models/digits").json()
     assert info["version"] == 2 and info["versions"] == [1, 2]
-    assert info["growth"] == {"replay_size": 256}
+    assert info["growth"] == {"replay_size": 256, "replay_kind": "features"}
     train, extend = info["lineage"]
     assert train == {
         "step": "train",

@@ -27,32 +27,47 @@ def forget(rng: np.random.Generator, outcomes: list[dict[str, np.ndarray]], rate
 
 def test_the_update_goals_follow_their_intervals() -> None:
     rng = np.random.default_rng(0)
-    old = {"before": seeds(rng, {"a": 0.8, "b": 0.7, "a+b": 0.9})}
-    old["guarded"] = [{s: o.copy() for s, o in seed.items()} for seed in old["before"]]  # nothing forgotten
-    old["naive"] = forget(rng, old["before"], 0.05)  # about 4 pts forgotten
-    new = {"before": seeds(rng, {"a": 0.5, "a+b": 0.8})}
-    new |= {"guarded": seeds(rng, {"a": 0.7, "a+b": 0.8}), "naive": seeds(rng, {"a": 0.75, "a+b": 0.85})}
-    seconds = {"train": [10.0] * 3, "guarded": [3.0] * 3, "naive": [2.0] * 3}
+    splits = {}
+    for split in ("old", "heard"):
+        before = seeds(rng, {"a": 0.8, "b": 0.7, "a+b": 0.9})
+        splits[split] = {
+            "before": before,
+            "guarded": [{s: o.copy() for s, o in seed.items()} for seed in before],  # nothing forgotten
+            "features": forget(rng, before, 0.02),
+            "naive": forget(rng, before, 0.05),  # about 4 pts forgotten
+        }
+    splits["new"] = {
+        "before": seeds(rng, {"a": 0.5, "a+b": 0.8}),
+        "guarded": seeds(rng, {"a": 0.7, "a+b": 0.8}),
+        "features": seeds(rng, {"a": 0.7, "a+b": 0.8}),
+        "naive": seeds(rng, {"a": 0.75, "a+b": 0.85}),
+    }
+    seconds = {"train": [10.0] * 3, "guarded": [3.0] * 3, "features": [3.0] * 3, "naive": [2.0] * 3}
 
-    summary = summarize_update(old, new, "a", seconds)
+    summary = summarize_update(splits, "a", seconds)
 
     goals = {g["goal"]: g for g in summary["goals"]}
-    assert goals["new data, a: updated - before, above 0"]["met"]
-    assert not goals["new data, a+b: updated - before, above 0"]["met"]  # the same accuracy: not shown
+    assert goals["new split, a: updated - before, above 0"]["met"]
+    assert not goals["new split, a+b: updated - before, above 0"]["met"]  # the same accuracy: not shown
     assert all(
-        goals[f"old test split, {s}: updated - before, at least -0.5 pt"]["met"] for s in ("a", "b", "a+b")
+        goals[f"{split} split, {s}: updated - before, at least -0.5 pt"]["met"]
+        for split in ("old", "heard")
+        for s in ("a", "b", "a+b")
     )
-    assert goals["old test split, a: fine-tuned - updated, below 0"]["met"]
-    assert goals["old test split, a+b: fine-tuned - updated, below 0"]["met"]
-    assert "old test split, b: fine-tuned - updated, below 0" not in goals  # b is not the new modality
-    assert summary["differences"]["old"]["naive - guarded"]["b"]["high"] < 0
+    assert goals["heard split, a: fine-tuned - updated, below 0"]["met"]
+    assert goals["heard split, a+b: fine-tuned - updated, below 0"]["met"]
+    assert "heard split, b: fine-tuned - updated, below 0" not in goals  # b is not the new modality
+    assert not any("features" in g for g in goals)  # measured beside, without goals
+    assert summary["differences"]["heard"]["naive - guarded"]["b"]["high"] < 0
+    assert summary["differences"]["old"]["features - before"]["a"]["mean"] < 0
     assert summary["accuracy"]["new"]["guarded"]["a"]["seeds"] == [
-        float(np.mean(s["a"])) for s in new["guarded"]
+        float(np.mean(s["a"])) for s in splits["new"]["guarded"]
     ]
 
-    old["guarded"] = forget(rng, old["before"], 0.03)
-    goals = {g["goal"]: g for g in summarize_update(old, new, "a", seconds)["goals"]}
-    assert not goals["old test split, b: updated - before, at least -0.5 pt"]["mean_met"]  # about 2 pts lost
+    splits["heard"]["guarded"] = forget(rng, splits["heard"]["before"], 0.03)
+    goals = {g["goal"]: g for g in summarize_update(splits, "a", seconds)["goals"]}
+    assert not goals["heard split, b: updated - before, at least -0.5 pt"]["mean_met"]  # about 2 pts lost
+    assert goals["old split, b: updated - before, at least -0.5 pt"]["met"]
 
 
 def test_data_built_with_other_options_is_refused(tmp_path: Path) -> None:

@@ -43,6 +43,12 @@ def build_digits(
         str | None,
         typer.Option(help="Every split's audio from this speaker only, by take (0-29, 30-39, 40-49)."),
     ] = None,
+    heard_takes: Annotated[
+        int,
+        typer.Option(
+            help="The last N takes of every training speaker make a test_heard split instead of training."
+        ),
+    ] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Build the bundled `digits` benchmark (spoken, handwritten and typed digits) from raw data."""
@@ -60,6 +66,7 @@ def build_digits(
                 train_missing=train_missing,
                 exclude_speakers=tuple(s.strip() for s in exclude_speakers.split(",") if s.strip()),
                 only_speaker=only_speaker,
+                heard_takes=heard_takes,
             ),
             not quiet,
         )

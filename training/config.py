@@ -35,6 +35,9 @@ class TrainConfig:
     patience: int = 10  # stop after this many epochs without a lower validation NLL
     reliability_alpha: float = 0.005  # the gate: p-values below this are unreliable inputs
     replay_size: int = 512  # training samples per modality kept as features, to replay when the model grows
+    # Keep those samples' encoder inputs too (user data, in the bundle): `anymodal update` then
+    # replays them through the encoders it trains, which limits what they forget. Off unless asked.
+    replay_inputs: bool = False
     seed: int = 0
     threads: int = 0  # torch threads; 0 uses every core
 

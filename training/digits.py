@@ -40,6 +40,7 @@ LANGUAGES = (
     "cs", "fi", "sv", "da", "id", "ro", "hu", "lt", "vi", "ja",
 )  # fmt: skip
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+TAKES = 50  # FSDD's recordings of each digit by each speaker
 ATTRIBUTION = """\
 Derived from:
 - Free Spoken Digit Dataset v1.0.9, Z. Jackson et al., CC BY-SA 4.0
@@ -65,6 +66,9 @@ class DigitsOptions:
     limit: int | None = None  # at most this many samples per split (quick tests)
     exclude_speakers: tuple[str, ...] = ()  # speakers left out entirely (kept for a later update)
     only_speaker: str | None = None  # every split's audio from this speaker: takes 0-29, 30-39, 40-49
+    # The last this many takes (of 50) of every training speaker stay out of training and make a
+    # `test_heard` split: voices the model heard, takes it did not, to measure what an update forgets.
+    heard_takes: int = 0
 
 
 class SourceError(Exception):
@@ -148,6 +152,8 @@ def build_digits(source: Path, out: Path, options: DigitsOptions, progress: bool
             raise SourceError(f"{role} speaker {speaker!r} is not one of {SPEAKERS}")
     if options.test_speaker == options.val_speaker:
         raise SourceError("the validation and test speakers must differ")
+    if not 0 <= options.heard_takes < TAKES or (options.heard_takes and options.only_speaker):
+        raise SourceError(f"heard_takes: 0 to {TAKES - 1}, and not with only_speaker")
     rng = np.random.default_rng(options.seed)
     train_counts, train_labels = read_optdigits(source / "optdigits" / "optdigits.tra")
     test_counts, test_labels = read_optdigits(source / "optdigits" / "optdigits.tes")
@@ -162,22 +168,18 @@ def build_digits(source: Path, out: Path, options: DigitsOptions, progress: bool
         "val": (train_counts[order[:n_val]], train_labels[order[:n_val]], order[:n_val]),
         "test": (test_counts, test_labels, np.arange(len(test_labels))),
     }
+    if options.heard_takes:
+        images["test_heard"] = images["test"]
     audio_pools = _audio_pools(clips, options)
     pen_order = rng.permutation(len(pen_train_labels))
     n_val_pen = round(len(pen_order) * options.val_fraction)
+    pen_val, pen_fit = pen_order[:n_val_pen], pen_order[n_val_pen:]
     pen_pools = {  # split -> (coordinates, labels, row numbers in the pendigits file)
-        "train": (
-            pen_train[pen_order[n_val_pen:]],
-            pen_train_labels[pen_order[n_val_pen:]],
-            pen_order[n_val_pen:],
-        ),
-        "val": (
-            pen_train[pen_order[:n_val_pen]],
-            pen_train_labels[pen_order[:n_val_pen]],
-            pen_order[:n_val_pen],
-        ),
+        "train": (pen_train[pen_fit], pen_train_labels[pen_fit], pen_fit),
+        "val": (pen_train[pen_val], pen_train_labels[pen_val], pen_val),
         "test": (pen_test, pen_test_labels, np.arange(len(pen_test_labels))),
     }
+    pen_pools["test_heard"] = pen_pools["test"]
 
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, int] = {}
@@ -211,18 +213,25 @@ def _audio_pools(clips: dict[str, list[tuple[int, Path]]], options: DigitsOption
     but the excluded ones for training), or with `only_speaker`, that speaker's takes split three ways:
     the data of a voice the model has not heard, to update it with."""
     if options.only_speaker is not None:
-        takes = [(int(path.stem.split("_")[2]), (digit, path)) for digit, path in clips[options.only_speaker]]
+        takes = [(_take(path), (digit, path)) for digit, path in clips[options.only_speaker]]
         return {
             "train": [clip for take, clip in takes if take < 30],
             "val": [clip for take, clip in takes if 30 <= take < 40],
             "test": [clip for take, clip in takes if take >= 40],
         }
     held_out = (options.test_speaker, options.val_speaker, *options.exclude_speakers)
+    heard = [clip for speaker in SPEAKERS if speaker not in held_out for clip in clips[speaker]]
+    first_held = TAKES - options.heard_takes
     return {
-        "train": [clip for speaker in SPEAKERS if speaker not in held_out for clip in clips[speaker]],
+        "train": [(digit, path) for digit, path in heard if _take(path) < first_held],
         "val": clips[options.val_speaker],
         "test": clips[options.test_speaker],
+        "test_heard": [(digit, path) for digit, path in heard if _take(path) >= first_held],
     }
+
+
+def _take(path: Path) -> int:
+    return int(path.stem.split("_")[2])
 
 
 def _build_split(

@@ -28,7 +28,7 @@ from anymodal.service.fusion import FusionRule
 from anymodal.service.manifest import GrowthSpec, InputContract, ReliabilitySpec
 from anymodal.service.reliability import fit_reliability
 from anymodal.training.calibrate import fit_count_temperatures, fit_temperatures
-from anymodal.training.config import Config, ModelConfig
+from anymodal.training.config import Config, ModelConfig, TrainConfig
 from anymodal.training.dataset import Split, fit_normalization, load_splits
 from anymodal.training.evaluate import Tensors, fused_nll, modality_logits
 from anymodal.training.export import export_model, write_manifest
@@ -132,9 +132,7 @@ def train_seed(
         samples = {k: len(v) for k, v in prepared.splits.items()}
         growth = None
         if projector is not None:  # only a head trained with HGM knows which directions to protect
-            growth = save_growth(
-                model, train, projector, bundle, config.train.replay_size, seed, config.model
-            )
+            growth = save_growth(model, train, projector, bundle, config.train, seed, config.model)
         write_manifest(
             bundle,
             name=config.name,
@@ -215,19 +213,20 @@ def save_growth(
     train: Tensors,
     projector: HeadGradientProjector,
     bundle: Path,
-    replay_size: int,
+    settings: TrainConfig,
     seed: int,
     model_config: ModelConfig,
 ) -> GrowthSpec:
     """Write what the bundle needs to grow: the head's projector and the replay reservoir of each
-    modality's training features."""
+    modality's training features (and inputs, with `settings.replay_inputs`)."""
     model.eval()
-    reservoir = Reservoir(replay_size)
+    reservoir = Reservoir(settings.replay_size)
     encoders = {}
     for m in model.modalities:
         rows = train.present[m].nonzero().squeeze(1)
         features = torch.cat([model.encoders[m](train.inputs[m][c]) for c in rows.split(512)])
-        reservoir.add(m, features.numpy(), train.labels[rows].numpy(), seed)
+        inputs = train.inputs[m][rows].numpy() if settings.replay_inputs else None
+        reservoir.add(m, features.numpy(), train.labels[rows].numpy(), seed, inputs)
         encoders[m] = save_encoder(model.encoders[m], model_config, bundle, m)
     spec = growth_spec(reservoir, encoders)
     save_projector(projector, bundle / spec.projector)

@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 from anymodal.service.fusion import fuse, log_softmax
 from anymodal.service.manifest import InputContract, Manifest, verify_bundle
 from anymodal.training.calibrate import fit_count_temperatures, fit_temperatures
@@ -39,11 +38,13 @@ from anymodal.training.evaluate import Tensors
 from anymodal.training.experiment import fit_gates
 from anymodal.training.export import export_model, write_manifest
 from anymodal.training.growth import (
+    BestEpoch,
     GrowthError,
     Reservoir,
     growth_spec,
     load_head,
     load_projector,
+    replay_step,
     save_encoder,
     save_projector,
     step,
@@ -105,7 +106,8 @@ def extend(bundle: Path, config: Config, data: Path, seed: int = 0, skip_bad_row
         for m in added:
             rows = new_train.present[m].nonzero().squeeze(1)
             features = torch.cat([model.encoders[m](new_train.inputs[m][c]) for c in rows.split(512)])
-            reservoir.add(m, features.numpy(), new_train.labels[rows].numpy(), seed)
+            inputs = new_train.inputs[m][rows].numpy() if config.train.replay_inputs else None
+            reservoir.add(m, features.numpy(), new_train.labels[rows].numpy(), seed, inputs)
     encoders = dict(growth.encoders)
     for weights in growth.encoders.values():
         shutil.copy2(bundle / weights.file, out / weights.file)
@@ -265,7 +267,7 @@ def _train(
     replayed = [m for m in old.modalities if m in reservoir.features]
     protect(projector, reservoir, replayed)
     teacher = copy.deepcopy(model.head).eval()  # the old head: what the old modalities predicted
-    best, best_state, best_projector, stale = math.inf, None, None, 0
+    best = BestEpoch(model, projector, settings.patience)
     for epoch in range(1, settings.epochs + 1):
         model.train()
         for batch in torch.randperm(len(train), generator=shuffle).split(settings.batch_size):
@@ -274,24 +276,12 @@ def _train(
                 if len(rows) >= 2:  # batch norm needs two samples
                     unimodal_step(model, m, train.inputs[m][rows], train.labels[rows], encoder_opt, head_opt)
             if replayed:  # distillation: the head answers the old features as the old head did
-                x, _ = reservoir.batch(replayed, settings.batch_size, rng)
-                with torch.no_grad():
-                    target = F.softmax(teacher(x), dim=1)
-                head_opt.zero_grad()
-                F.kl_div(F.log_softmax(model.head(x), dim=1), target, reduction="batchmean").backward()
-                head_opt.step()
+                replay_step(head_opt, teacher, reservoir, replayed, settings.batch_size, rng)
         schedule.step()
-        head_opt.lr = settings.head_lr * 0.5 * (1 + math.cos(math.pi * epoch / settings.epochs))
+        head_opt.anneal(settings.head_lr, epoch, settings.epochs)
         nll = _val_nll(model, val, old_val, old)
         log.debug("extend epoch %d: validation NLL %.4f", epoch, nll)
-        if nll < best:
-            best, best_projector, stale = nll, projector.P.clone(), 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        projector.P = best_projector
+        if best.record(nll):
+            break
+    best.restore()
     model.eval()

@@ -4,8 +4,10 @@
   use: a later step projects every head update through it, so the old modalities keep their
   predictions while the head learns something new;
 - a replay reservoir: for each modality, a uniform sample of at most `size` training samples, kept
-  as the encoder's features (what the head reads) with their labels, never as raw inputs. A later
-  step replays them through the head, a second guard against forgetting;
+  as the encoder's features (what the head reads) with their labels. A later step replays them
+  through the head, a second guard against forgetting. Their encoder inputs (user data) are kept
+  too only when the training config says so (`replay_inputs`): then `update` can replay them
+  through the encoders it trains, which is what keeps an encoder from forgetting;
 - the lineage (`GrowthStep`s in the manifest's history).
 
 The head's weights themselves are read back from its ONNX file: the bundle holds them once.
@@ -13,6 +15,8 @@ The head's weights themselves are read back from its ONNX file: the bundle holds
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from anymodal.service.manifest import EncoderWeights, GrowthSpec, GrowthStep, InputContract, Manifest
 from anymodal.training.config import ModelConfig
-from anymodal.training.hgm import HeadGradientProjector
+from anymodal.training.hgm import HeadGradientProjector, HeadOptimizer
 from anymodal.training.model import Encoder, build_encoder
 from onnx import numpy_helper
 
@@ -37,17 +42,27 @@ class GrowthError(Exception):
 
 @dataclass
 class Reservoir:
-    """Per modality: features (N, D), labels (N,), and how many training samples the sample was
-    drawn from (`seen`), so that merging in new samples keeps it uniform over all of them."""
+    """Per modality: features (N, D), labels (N,), optionally the encoder inputs (N, ...), and how
+    many training samples the sample was drawn from (`seen`), so that merging in new samples keeps
+    it uniform over all of them."""
 
     size: int
     features: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def add(self, modality: str, features: np.ndarray, labels: np.ndarray, seed: int) -> None:
-        """Fold `features` of new training samples into `modality`'s sample: each of the seen + new
-        samples is kept with the same probability."""
+    def add(
+        self,
+        modality: str,
+        features: np.ndarray,
+        labels: np.ndarray,
+        seed: int,
+        inputs: np.ndarray | None = None,
+    ) -> None:
+        """Fold `features` of new training samples (and their `inputs`, if given) into `modality`'s
+        sample: each of the seen + new samples is kept with the same probability. Inputs are kept
+        only while every sample folded in came with them."""
         rng = np.random.default_rng(seed)
         old_x = self.features.get(modality, np.zeros((0, features.shape[1]), np.float32))
         old_y = self.labels.get(modality, np.zeros(0, np.int64))
@@ -60,13 +75,24 @@ class Reservoir:
         new_rows = rng.choice(len(features), min(keep - from_old, len(features)), replace=False)
         self.features[modality] = np.concatenate([old_x[old_rows], features[new_rows]]).astype(np.float32)
         self.labels[modality] = np.concatenate([old_y[old_rows], labels[new_rows]]).astype(np.int64)
+        old_inputs = self.inputs.pop(modality, None)
+        if inputs is not None and (old_inputs is not None or old_seen == 0):
+            kept = [inputs[new_rows]] if old_inputs is None else [old_inputs[old_rows], inputs[new_rows]]
+            self.inputs[modality] = np.concatenate(kept)
         self.seen[modality] = total
+
+    @property
+    def kind(self) -> str:
+        """What the manifest declares it holds."""
+        return "features+inputs" if self.inputs else "features"
 
     def save(self, path: Path) -> None:
         arrays = {}
         for m in self.features:
             arrays |= {f"{m}.features": self.features[m], f"{m}.labels": self.labels[m]}
             arrays[f"{m}.seen"] = np.array(self.seen[m])
+            if m in self.inputs:
+                arrays[f"{m}.inputs"] = self.inputs[m]
         with path.open("wb") as stream:
             np.savez(stream, **arrays)
 
@@ -80,6 +106,8 @@ class Reservoir:
                     reservoir.features[modality] = arrays[key]
                     reservoir.labels[modality] = arrays[f"{modality}.labels"]
                     reservoir.seen[modality] = int(arrays[f"{modality}.seen"])
+                    if f"{modality}.inputs" in arrays.files:
+                        reservoir.inputs[modality] = arrays[f"{modality}.inputs"]
         return reservoir
 
     def batch(
@@ -90,6 +118,51 @@ class Reservoir:
         pool_y = np.concatenate([self.labels[m] for m in modalities])
         rows = rng.choice(len(pool_x), min(count, len(pool_x)), replace=False)
         return torch.from_numpy(pool_x[rows]), torch.from_numpy(pool_y[rows])
+
+
+def replay_step(
+    head_opt: HeadOptimizer,
+    teacher: torch.nn.Linear,
+    reservoir: Reservoir,
+    modalities: list[str],
+    count: int,
+    rng: np.random.Generator,
+) -> None:
+    """Distillation on `count` replayed features of `modalities`: the head learns to answer them as
+    `teacher` (the old head) did, through `head_opt` (projected by HGM when it has a projector)."""
+    x, _ = reservoir.batch(modalities, count, rng)
+    with torch.no_grad():
+        target = F.softmax(teacher(x), dim=1)
+    head_opt.zero_grad()
+    F.kl_div(F.log_softmax(head_opt.head(x), dim=1), target, reduction="batchmean").backward()
+    head_opt.step()
+
+
+class BestEpoch:
+    """The model (and projector) of the epoch with the lowest validation NLL, kept aside; and when
+    to stop: after `patience` epochs without a lower one."""
+
+    def __init__(self, model: torch.nn.Module, projector: HeadGradientProjector | None, patience: int):
+        self.model, self.projector, self.patience = model, projector, patience
+        self.nll, self.stale = math.inf, 0
+        self.state: dict | None = None
+        self.projection: torch.Tensor | None = None
+
+    def record(self, nll: float) -> bool:
+        """Note an epoch's validation NLL; True when training should stop."""
+        if nll < self.nll:
+            self.nll, self.stale = nll, 0
+            self.state = copy.deepcopy(self.model.state_dict())
+            self.projection = None if self.projector is None else self.projector.P.clone()
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
+            if self.projector is not None and self.projection is not None:
+                self.projector.P = self.projection
 
 
 def save_projector(projector: HeadGradientProjector, path: Path) -> None:
@@ -134,7 +207,11 @@ def load_encoder(bundle: Path, weights: EncoderWeights, contract: InputContract)
 
 def growth_spec(reservoir: Reservoir, encoders: dict[str, EncoderWeights]) -> GrowthSpec:
     return GrowthSpec(
-        projector=PROJECTOR_FILE, replay=REPLAY_FILE, replay_size=reservoir.size, encoders=encoders
+        projector=PROJECTOR_FILE,
+        replay=REPLAY_FILE,
+        replay_size=reservoir.size,
+        replay_kind=reservoir.kind,  # type: ignore[arg-type]
+        encoders=encoders,
     )
 
 

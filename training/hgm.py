@@ -17,6 +17,8 @@ alpha / (alpha + n) of it, while directions no modality used stay open.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -63,6 +65,11 @@ class HeadOptimizer:
 
     def zero_grad(self) -> None:
         self.head.zero_grad(set_to_none=True)
+
+    def anneal(self, base_lr: float, epoch: int, epochs: int) -> None:
+        """The learning rate after `epoch` of `epochs`: cosine from `base_lr` down to 0, as the
+        encoders' schedule."""
+        self.lr = base_lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
     @torch.no_grad()
     def step(self) -> float:

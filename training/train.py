@@ -111,7 +111,7 @@ def train_model(
                 ).items():
                     totals[m] += (loss * count, correct, count)
         schedule.step()
-        head_opt.lr = config.head_lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+        head_opt.anneal(config.head_lr, epoch, config.epochs)
 
         logits = modality_logits(model, val)
         val_accuracy = own_accuracy(logits, val)

@@ -2,24 +2,27 @@
 has (a new speaker, a new writer), limiting what it forgets of the old ones.
 
     old bundle (encoders' torch state, head, HGM projector P, replay reservoir)
-    -> per mini-batch, for each modality trained: its unimodal step on the new samples, plus a
-       feature distillation term that keeps its features near those of its old encoder on the same
-       inputs; the head's update is projected through P (its old classes' mean directions closed
-       further); then one replay step distils the old head's answers on the reservoir's features
+    -> per mini-batch, for each modality trained: its unimodal step on the new samples (mixed with
+       as many replayed old inputs, where the bundle keeps them: `replay_inputs`), plus a feature
+       distillation term that keeps its features near those of its old encoder on the same inputs;
+       batch norm statistics stay as they were; the head's update is projected through P (its old
+       classes' mean directions closed further); then one replay step distils the old head's
+       answers on the reservoir's features
     -> the epoch with the lowest fused NLL on the new validation split is kept
-    -> every trained modality's encoder is exported anew with its gate refitted (on the new data);
-       the others are copied byte for byte; temperatures and count temperatures are refitted.
+    -> every trained modality's encoder is exported anew with its gate refitted, on the new samples
+       and the replayed inputs; the others are copied byte for byte. Temperatures stay: the new
+       validation split is the new data's own, and calibrating there would make the model
+       overconfident on everything else.
 
-Which modalities train: `--modalities`, by default every modality of the model that the new data
-has. Forgetting is measured outside (bench/grow.py): accuracy on the old test split before and
-after.
+Without kept inputs an encoder's old inputs constrain nothing but its features on the new ones,
+and an update forgets more (bench/update.py measures both). Which modalities train: `--modalities`,
+by default every modality of the model that the new data has.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import shutil
 import time
@@ -30,7 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from anymodal.service.manifest import Manifest, verify_bundle
-from anymodal.training.calibrate import fit_count_temperatures, fit_temperatures
 from anymodal.training.config import ModelConfig, TrainConfig
 from anymodal.training.dataset import read_split
 from anymodal.training.evaluate import Tensors, fused_nll, modality_logits
@@ -38,12 +40,14 @@ from anymodal.training.experiment import fit_gates
 from anymodal.training.export import export_model, write_manifest
 from anymodal.training.extend import next_version, protect
 from anymodal.training.growth import (
+    BestEpoch,
     GrowthError,
     Reservoir,
     growth_spec,
     load_encoder,
     load_head,
     load_projector,
+    replay_step,
     save_encoder,
     save_projector,
     step,
@@ -62,10 +66,12 @@ def update(
     modalities: list[str] | None = None,
     skip_bad_rows: bool = False,
     guarded: bool = True,
+    replay_inputs: bool = True,
 ) -> Path:
     """Train `bundle`'s model further on `data`; returns the new version's folder. `guarded=False`
     is plain fine-tuning on the new data alone (no projection, replay or distillation): the
-    baseline the guards are measured against."""
+    baseline the guards are measured against. `replay_inputs=False` leaves out the encoder inputs
+    the bundle may keep (to measure what they bring)."""
     started = time.perf_counter()
     old = verify_bundle(bundle)
     growth = old.growth
@@ -92,7 +98,17 @@ def update(
     model.head = load_head(bundle, old)
     projector = load_projector(bundle / growth.projector, settings.hgm_alpha)
     reservoir = Reservoir.load(bundle / growth.replay, growth.replay_size)
-    _train(model, trained, train, val, old, reservoir, projector if guarded else None, settings)
+    replayed = {m: torch.from_numpy(reservoir.inputs[m]) for m in trained if m in reservoir.inputs}
+    replayed = replayed if guarded and replay_inputs else {}
+    for m in trained:
+        if guarded and m not in replayed:
+            log.warning(
+                "%s: no replay inputs of it are used (the bundle keeps them with `replay_inputs = true`"
+                " in its training config): its encoder learns from the new data alone, forgets more of"
+                " the old, and its gate is refitted on the new data alone",
+                m,
+            )
+    _train(model, trained, train, val, old, reservoir, replayed, projector if guarded else None, settings)
 
     out = next_version(bundle)
     out.mkdir()
@@ -105,18 +121,25 @@ def update(
     files = {m: old.modalities[m].file for m in kept}
     files |= export_model(_only(model, trained), {m: contracts[m] for m in trained}, out, val)
     reliability = {m: old.modalities[m].reliability for m in kept if old.modalities[m].reliability}
-    reliability |= fit_gates(_only(model, trained), train, val, out, settings.reliability_alpha)
-    logits = modality_logits(model, val)
-    present, labels = val.present_matrix(model.modalities), val.labels.numpy()
-    temperatures = fit_temperatures(logits, present, labels)
-    count_temperatures = fit_count_temperatures(logits, present, labels, temperatures, old.fusion.rule)
+    # The gate learns what is typical from the new samples and half the replayed inputs, and its
+    # threshold from the new validation samples and the other half: the voices it heard before too.
+    fit, calibrate = ({m: x[half::2] for m, x in replayed.items()} for half in (0, 1))
+    reliability |= fit_gates(
+        _only(model, trained),
+        _with_replay(train, reservoir, fit, 0),
+        _with_replay(val, reservoir, calibrate, 1),
+        out,
+        settings.reliability_alpha,
+    )
     encoders = {m: growth.encoders[m] for m in kept}
     for m in trained:
         encoders[m] = save_encoder(model.encoders[m], _model_config(old, m), out, m)
+        if m in replayed:  # the kept samples' features, as the new encoder sees them
+            reservoir.features[m] = _features(model, m, replayed[m]).numpy()
         rows = train.present[m].nonzero().squeeze(1)
-        with torch.no_grad():
-            features = torch.cat([model.encoders[m](train.inputs[m][c]) for c in rows.split(512)])
-        reservoir.add(m, features.numpy(), train.labels[rows].numpy(), settings.seed)
+        inputs = train.inputs[m][rows].numpy() if m in reservoir.inputs else None
+        features = _features(model, m, train.inputs[m][rows])
+        reservoir.add(m, features.numpy(), train.labels[rows].numpy(), settings.seed, inputs)
     spec = growth_spec(reservoir, encoders)
     save_projector(projector, out / spec.projector)
     reservoir.save(out / spec.replay)
@@ -124,13 +147,14 @@ def update(
     samples = {name: len(split) for name, split in splits.items()}
     write_manifest(
         out, name=old.name, version=version, labels=old.labels, contracts=contracts, files=files,
-        temperatures=dict(zip(model.modalities, temperatures.tolist(), strict=True)),
+        temperatures={m: spec.temperature for m, spec in old.modalities.items()},
         reliability=reliability, feature_dim=old.head.feature_dim, rule=old.fusion.rule,
-        count_temperatures=count_temperatures.tolist(),
+        count_temperatures=old.fusion.temperatures,
         training={"train": asdict(settings), "from_version": old.version, "seconds": round(seconds, 1)},
         data={"samples": samples}, metrics={}, growth=spec,
         history=[*old.history, step("update", version, model.modalities, trained, samples,
-                                    {"train": asdict(settings), "guarded": guarded}, {},
+                                    {"train": asdict(settings), "guarded": guarded,
+                                     "replayed_inputs": sorted(replayed)}, {},
                                     from_version=old.version)],
     )  # fmt: skip
     log.info(
@@ -143,6 +167,28 @@ def _model_config(old: Manifest, modality: str | None = None) -> ModelConfig:
     """The encoder sizes a modality (or, for the shared parts, the first one) was built with."""
     encoders = old.growth.encoders  # type: ignore[union-attr]
     return ModelConfig(**encoders[modality or next(iter(encoders))].model)
+
+
+@torch.no_grad()
+def _features(model: MultimodalModel, modality: str, inputs: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.encoders[modality](chunk) for chunk in inputs.split(512)])
+
+
+def _with_replay(
+    split: Tensors, reservoir: Reservoir, replayed: dict[str, torch.Tensor], first: int
+) -> Tensors:
+    """`split` followed by the replayed inputs of each modality (the reservoir's rows `first`,
+    `first` + 2, ...) with their labels, absent in the other modalities."""
+    extra = {m: len(x) for m, x in replayed.items()}
+    inputs, present = {}, {}
+    for m, x in split.inputs.items():
+        added = [replayed[m] if m in replayed else torch.zeros((extra[o], *x.shape[1:]), dtype=x.dtype)
+                 for o in extra]  # fmt: skip
+        inputs[m] = torch.cat([x, *added])
+        present[m] = torch.cat([split.present[m], *(torch.full((extra[o],), o == m) for o in extra)])
+    labels = torch.cat([split.labels, *(torch.from_numpy(reservoir.labels[m][first::2]) for m in extra)])
+    return Tensors(inputs=inputs, present=present, labels=labels)
 
 
 def _only(model: MultimodalModel, modalities: list[str]) -> MultimodalModel:
@@ -159,10 +205,12 @@ def _train(
     val: Tensors,
     old: Manifest,
     reservoir: Reservoir,
+    old_inputs: dict[str, torch.Tensor],
     projector: HeadGradientProjector | None,
     settings: TrainConfig,
 ) -> None:
-    """The trained encoders and the head; with a projector, guarded against forgetting."""
+    """The trained encoders and the head; with a projector, guarded against forgetting, and with
+    `old_inputs` (by modality, labelled as in the reservoir) mixed into those steps."""
     guarded = projector is not None
     teachers = {m: copy.deepcopy(model.encoders[m]).eval() for m in trained}
     teacher_head = copy.deepcopy(model.head).eval()
@@ -180,18 +228,26 @@ def _train(
         protect(projector, reservoir, replayed)
     shuffle, rng = torch.Generator().manual_seed(settings.seed), np.random.default_rng(settings.seed)
     temperatures = np.array([s.temperature for s in old.modalities.values()])
-    best, best_state, best_projector, stale = math.inf, None, None, 0
+    best = BestEpoch(model, projector, settings.patience)
     for epoch in range(1, settings.epochs + 1):
         model.train()
         for m in model.modalities:
             if m not in trained:
                 model.encoders[m].eval()  # frozen: batch norm statistics too
+            elif guarded:  # the old samples' normalization, not the new ones'
+                for layer in model.encoders[m].modules():
+                    if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                        layer.eval()
         for batch in torch.randperm(len(train), generator=shuffle).split(settings.batch_size):
             for m in trained:
                 rows = batch[train.present[m][batch]]
                 if len(rows) < 2:  # batch norm needs two samples
                     continue
                 x, y = train.inputs[m][rows], train.labels[rows]
+                if m in old_inputs:
+                    old_rows = torch.from_numpy(rng.choice(len(old_inputs[m]), len(rows)))
+                    x = torch.cat([x, old_inputs[m][old_rows]])
+                    y = torch.cat([y, torch.from_numpy(reservoir.labels[m][old_rows.numpy()])])
                 features = model.encoders[m](x)
                 with torch.no_grad():
                     target = teachers[m](x)
@@ -206,25 +262,10 @@ def _train(
                 if projector is not None:
                     projector.update(features)
             if replayed:  # the head answers the old features as the old head did
-                x, _ = reservoir.batch(replayed, settings.batch_size, rng)
-                with torch.no_grad():
-                    target = F.softmax(teacher_head(x), dim=1)
-                head_opt.zero_grad()
-                F.kl_div(F.log_softmax(model.head(x), dim=1), target, reduction="batchmean").backward()
-                head_opt.step()
+                replay_step(head_opt, teacher_head, reservoir, replayed, settings.batch_size, rng)
         schedule.step()
-        head_opt.lr = settings.head_lr * 0.5 * (1 + math.cos(math.pi * epoch / settings.epochs))
-        nll = fused_nll(modality_logits(model, val), val, old.fusion.rule, temperatures)
-        if nll < best:
-            best, stale = nll, 0
-            best_projector = None if projector is None else projector.P.clone()
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        if projector is not None and best_projector is not None:
-            projector.P = best_projector
+        head_opt.anneal(settings.head_lr, epoch, settings.epochs)
+        if best.record(fused_nll(modality_logits(model, val), val, old.fusion.rule, temperatures)):
+            break
+    best.restore()
     model.eval()
