@@ -4,6 +4,7 @@ scratch.
 
     python bench/grow.py [--seeds 0,1,2] [--epochs N] [--out runs/grow] [--json out.json]
                          [--config training/digits.toml] [--data data/digits] [--add audio]
+                         [--skip-bad-rows]
 
 For each seed, into --out:
   <old>/seed-S/mla        MLA (HGM on) on every modality of the config but --add: version 1
@@ -12,10 +13,11 @@ For each seed, into --out:
 each timed from config and data to bundle (`train_seeds` with systems ["mla"], or `extend`), in
 wall and CPU seconds. Steps and seeds run one after another; run it on an otherwise idle machine,
 as other processes' load lengthens wall times. Training rows with only added modalities are left
-out of version 1 (`--skip-bad-rows`). `--epochs` overrides the config's epochs in all three (quick
-checks). Then each bundle is evaluated through
-its ONNX files, the reliability gate (on) and the service's fusion, on the clean test split, for
-every subset of its modalities (`evaluation/growth.py`, which states the goals and their intervals).
+out of version 1; with --skip-bad-rows, rows with none of the config's modalities are left out of
+the other two as well (pen-speech has them). `--epochs` overrides the config's epochs in all three
+(quick checks). Then each bundle is evaluated through its ONNX files, the reliability gate (on)
+and the service's fusion, on the clean test split, for every subset of its modalities
+(`evaluation/growth.py`, which states the goals and their intervals).
 
 Prints the accuracies and the goals, writes report.md and grow.png into --out (and the summary to
 --json); the exit code is 1 if a goal is not met.
@@ -78,7 +80,14 @@ def train_mla(
 
 
 def grow_seed(
-    config: Config, added: list[str], data: Path, out: Path, seed: int, epochs: int | None, provenance: dict
+    config: Config,
+    added: list[str],
+    data: Path,
+    out: Path,
+    seed: int,
+    epochs: int | None,
+    provenance: dict,
+    skip_bad_rows: bool = False,
 ) -> tuple[dict[str, Path], Clock]:
     """Version 1 on the old modalities, version 2 extended with `added`, and the model trained on
     every modality from scratch: their bundles and training times."""
@@ -93,10 +102,15 @@ def grow_seed(
     lineage.mkdir(parents=True)
     shutil.copytree(v1, lineage / "1")
     with clock.measure("extend"):
-        v2 = extend(lineage / "1", derive(config, added, epochs), data, seed)
+        v2 = extend(lineage / "1", derive(config, added, epochs), data, seed, skip_bad_rows)
     with clock.measure("scratch"):
         scratch = train_mla(
-            derive(config, list(config.modalities), epochs), data, out / "scratch", seed, provenance
+            derive(config, list(config.modalities), epochs),
+            data,
+            out / "scratch",
+            seed,
+            provenance,
+            skip_bad_rows,
         )
     return {"before": lineage / "1", "after": v2, "scratch": scratch}, clock
 
@@ -116,11 +130,12 @@ def grow(
     seeds: list[int],
     epochs: int | None,
     command: str,
+    skip_bad_rows: bool = False,
 ) -> tuple[dict, dict]:
     """Every seed grown and evaluated; the summary (`evaluation/growth.py`) and the report's context.
     Writes report.md and grow.png into `out`."""
     provenance = {"command": command, "bench": "grow"}
-    runs = [grow_seed(config, added, data, out, seed, epochs, provenance) for seed in seeds]
+    runs = [grow_seed(config, added, data, out, seed, epochs, provenance, skip_bad_rows) for seed in seeds]
     test = TestSplit(data / "test.jsonl", runs[0][0]["scratch"])
     evaluated: dict[str, list[Outcomes]] = {"before": [], "after": [], "scratch": []}
     for bundles, _ in runs:
@@ -150,6 +165,9 @@ def main() -> int:
     parser.add_argument("--add", default="audio", help="the modalities to add, comma-separated")
     parser.add_argument("--out", type=Path, default=Path("runs/grow"), help="bundles, report.md, grow.png")
     parser.add_argument("--json", type=Path, help="write the summary here")
+    parser.add_argument(
+        "--skip-bad-rows", action="store_true", help="leave out rows with none of the config's modalities"
+    )
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     for name in ("anymodal", log.name):  # not the ONNX exporter's chatter
@@ -159,7 +177,9 @@ def main() -> int:
     if not added or set(added) - set(config.modalities) or set(added) == set(config.modalities):
         parser.error(f"--add: name some but not all of the config's modalities {list(config.modalities)}")
     command = shlex.join(["python", "bench/grow.py", *sys.argv[1:]])
-    summary, context = grow(config, added, args.data, args.out, args.seeds, args.epochs, command)
+    summary, context = grow(
+        config, added, args.data, args.out, args.seeds, args.epochs, command, args.skip_bad_rows
+    )
     return finish([*table_lines(summary), "", *goal_lines(summary)], summary, context, args, "grow.png")
 
 
