@@ -4,7 +4,7 @@ against the version it came from and against plain fine-tuning on the new data a
 
     python bench/update.py [--seeds 0,1,2] [--epochs N] [--speaker yweweler] [--out runs/update]
                            [--json out.json] [--config training/digits.toml] [--source ../shared/data]
-                           [--data data/digits-heard] [--new-data data/SPEAKER]
+                           [--data data/digits-heard] [--new-data data/SPEAKER] [--skip-bad-rows]
 
 The data, built from --source if absent (`training/digits.py`): --data without the speaker
 (`--exclude-speakers`; test speaker theo, validation george) and with takes 40-49 of the training
@@ -22,6 +22,8 @@ each timed from config (or bundle) and data to bundle, in wall and CPU seconds. 
 one after another; run it on an otherwise idle machine, as other processes' load lengthens wall
 times. `--epochs` overrides the config's epochs in all (quick checks); the updates train as many
 epochs as version 1, every modality the new data has (as `anymodal update` does by default).
+--skip-bad-rows leaves out training rows with none of the config's modalities (a config with
+fewer modalities than digits has them).
 Each bundle is evaluated through its ONNX files, the reliability gate (on) and the service's fusion,
 clean, on the old test split (an unheard voice) and the heard split (held-out takes of the voices
 version 1 trained on) for every subset of modalities, and on the speaker's test split for audio alone
@@ -76,7 +78,14 @@ def ensure_digits(source: Path, out: Path, options: DigitsOptions) -> None:
 
 
 def update_seed(
-    config: Config, base: Path, new: Path, out: Path, seed: int, epochs: int | None, provenance: dict
+    config: Config,
+    base: Path,
+    new: Path,
+    out: Path,
+    seed: int,
+    epochs: int | None,
+    provenance: dict,
+    skip_bad_rows: bool = False,
 ) -> tuple[dict[str, Path], Clock]:
     """Version 1 trained on `base`, and version 2 updated with `new` each way of SYSTEMS: their
     bundles and training times."""
@@ -85,7 +94,7 @@ def update_seed(
     settings = replace(config.train, seed=seed)
     clock = Clock()
     with clock.measure("train"):
-        v1 = train_mla(config, base, out / "base", seed, provenance)
+        v1 = train_mla(config, base, out / "base", seed, provenance, skip_bad_rows)
     bundles = {"before": v1}
     for system in SYSTEMS[1:]:
         lineage = out / system / f"seed-{seed}"
@@ -94,7 +103,12 @@ def update_seed(
         shutil.copytree(v1, lineage / "1")
         with clock.measure(system):
             bundles[system] = update(
-                lineage / "1", new, settings, guarded=system != "naive", replay_inputs=system == "guarded"
+                lineage / "1",
+                new,
+                settings,
+                skip_bad_rows=skip_bad_rows,
+                guarded=system != "naive",
+                replay_inputs=system == "guarded",
             )
     return bundles, clock
 
@@ -109,12 +123,13 @@ def measure_update(
     command: str,
     speaker: str,
     modality: str = VOICE,
+    skip_bad_rows: bool = False,
 ) -> tuple[dict, dict]:
     """Every seed trained, updated both ways and evaluated; the summary (`evaluation/update.py`) and
     the report's context. `new` holds the data of `speaker`, who is new in `modality`. Writes
     report.md and update.png into `out`."""
     provenance = {"command": command, "bench": "update"}
-    runs = [update_seed(config, base, new, out, seed, epochs, provenance) for seed in seeds]
+    runs = [update_seed(config, base, new, out, seed, epochs, provenance, skip_bad_rows) for seed in seeds]
     order = list(config.modalities)
     new_subsets = [modality, subset_name(tuple(order))]
     files = {"new": new / "test.jsonl", "old": base / "test.jsonl", "heard": base / "test_heard.jsonl"}
@@ -159,6 +174,9 @@ def main() -> int:
         "--out", type=Path, default=Path("runs/update"), help="bundles, report.md, update.png"
     )
     parser.add_argument("--json", type=Path, help="write the summary here")
+    parser.add_argument(
+        "--skip-bad-rows", action="store_true", help="leave out rows with none of the config's modalities"
+    )
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     for name in ("anymodal", log.name):  # not the ONNX exporter's chatter
@@ -175,7 +193,15 @@ def main() -> int:
     command = shlex.join(["python", "bench/update.py", *sys.argv[1:]])
     config = load_config(args.config)
     summary, context = measure_update(
-        config, args.data, new, args.out, args.seeds, args.epochs, command, args.speaker
+        config,
+        args.data,
+        new,
+        args.out,
+        args.seeds,
+        args.epochs,
+        command,
+        args.speaker,
+        skip_bad_rows=args.skip_bad_rows,
     )
     return finish([*table_lines(summary), "", *goal_lines(summary)], summary, context, args, "update.png")
 
