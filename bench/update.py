@@ -27,7 +27,9 @@ fewer modalities than digits has them).
 Each bundle is evaluated through its ONNX files, the reliability gate (on) and the service's fusion,
 clean, on the old test split (an unheard voice) and the heard split (held-out takes of the voices
 version 1 trained on) for every subset of modalities, and on the speaker's test split for audio alone
-and all modalities (`evaluation/update.py` states the goals and their intervals).
+and all modalities (`evaluation/update.py` states the goals and their intervals); and the share of
+the heard split's audio each bundle's gate leaves out, clean and under each corruption family of the
+evaluation suite at severity 3 (`evaluation/growth.py`'s `flagged`).
 
 Prints the accuracies and the goals, writes report.md and update.png into --out (and the summary to
 --json); the exit code is 1 if a goal is not met.
@@ -44,7 +46,7 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from anymodal.evaluation.growth import Outcomes, TestSplit, outcomes, subset_name
+from anymodal.evaluation.growth import Outcomes, TestSplit, flagged, outcomes, subset_name
 from anymodal.evaluation.update import SYSTEMS, summarize_update
 from anymodal.training.config import Config, load_config
 from anymodal.training.digits import SPEAKERS, DigitsOptions, SourceError, build_digits
@@ -54,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.grow import Clock, derive, finish, parse_seeds, train_mla  # noqa: E402
-from bench.update_report import goal_lines, table_lines, write_report  # noqa: E402
+from bench.update_report import flagged_lines, goal_lines, table_lines, write_report  # noqa: E402
 
 log = logging.getLogger("update")
 VOICE = "audio"  # the modality a new speaker is new in
@@ -143,6 +145,14 @@ def measure_update(
                 found[split][system].append({s: answered[s] for s in keep})
     seconds = {step: [clock.wall[step] for _, clock in runs] for step in runs[0][1].wall}
     summary = summarize_update(found, modality, seconds)
+    gates = {
+        system: [flagged(bundles[system], tests["heard"], modality) for bundles, _ in runs]
+        for system in SYSTEMS
+    }
+    summary["flagged"] = {  # the heard voices' `modality` inputs the gate leaves out, per seed
+        system: {condition: [seed[condition] for seed in per_seed] for condition in per_seed[0]}
+        for system, per_seed in gates.items()
+    }
     summary["cpu_seconds"] = {step: [clock.cpu[step] for _, clock in runs] for step in runs[0][1].cpu}
     context = {
         "command": command,
@@ -203,7 +213,8 @@ def main() -> int:
         args.speaker,
         skip_bad_rows=args.skip_bad_rows,
     )
-    return finish([*table_lines(summary), "", *goal_lines(summary)], summary, context, args, "update.png")
+    lines = [*table_lines(summary), "", *flagged_lines(summary), "", *goal_lines(summary)]
+    return finish(lines, summary, context, args, "update.png")
 
 
 if __name__ == "__main__":

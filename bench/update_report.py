@@ -60,6 +60,31 @@ def table_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _flagged_rows(summary: dict) -> list[list[str]]:
+    found = summary["flagged"]
+    return [
+        [condition, *(pct_of(found[system][condition]) for system in SYSTEMS)]
+        for condition in found["before"]
+    ]
+
+
+def pct_of(values: list[float]) -> str:
+    """Mean share over seeds in %, the lowest and highest seed's in parentheses."""
+    return pct({"mean": float(np.mean(values)), "min": min(values), "max": max(values)})
+
+
+FLAGGED_TITLE = "heard split: the share of audio inputs the gate leaves out (%), clean and at severity 3"
+
+
+def flagged_lines(summary: dict) -> list[str]:
+    rows = [["input", *SYSTEMS.values()], *_flagged_rows(summary)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        f"{FLAGGED_TITLE}:",
+        *("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows),
+    ]
+
+
 def goal_lines(summary: dict) -> list[str]:
     lines = ["goals (met only when the whole interval is on the right side of the threshold):"]
     lines += [f"  {verdict(g):22} {g['goal']}: {diff(g['difference'])}" for g in summary["goals"]]
@@ -117,6 +142,17 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
             "",
             *table(_header(summary, split), _rows(summary, split)),
         ]
+    lines += [
+        "",
+        "## The gate after the update",
+        "",
+        "The share of the heard split's audio inputs each bundle's reliability gate leaves out of the"
+        " fusion (p-value below alpha): clean, where it should be near alpha, and under each audio"
+        " corruption family of the evaluation suite at severity 3, where higher is better. Means over"
+        " seeds, the lowest and highest seed in parentheses.",
+        "",
+        *table(["input", *SYSTEMS.values()], _flagged_rows(summary)),
+    ]
     lines += [
         "",
         "## Training time",

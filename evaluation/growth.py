@@ -17,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from anymodal.evaluation.robustness import CLEAN, TestInputs, subsets
+from anymodal.evaluation.corruptions import SEVERITIES, families
+from anymodal.evaluation.robustness import CLEAN, TestInputs, condition_name, subsets
 from anymodal.evaluation.runner import BundleRunner, ModalityOutputs
 from anymodal.evaluation.stats import Interval, paired_bootstrap, seed_spread
 from anymodal.service.manifest import read_manifest
@@ -69,6 +70,22 @@ def outcomes(bundle: Path, test: TestSplit, order: list[str]) -> Outcomes:
         correct[rows] = answers.labels == test.labels[rows]
         out[subset_name(subset)] = correct
     return out
+
+
+def flagged(bundle: Path, test: TestSplit, modality: str) -> dict[str, float]:
+    """The share of `test`'s `modality` inputs its gate leaves out (p-value below alpha), clean and
+    under each corruption family of the evaluation suite at its highest severity: whether the gate
+    still tells broken inputs from clean ones."""
+    runner = BundleRunner(bundle)
+    data, present = test.inputs(runner), test.inputs(runner).present[modality]
+    alpha = runner.alphas[runner.modalities.index(modality)]
+    kind = runner.contracts[modality].kind
+    conditions = [CLEAN, *(condition_name(modality, f, SEVERITIES[-1]) for f in families(kind))]
+    shares = {}
+    for condition in conditions:
+        p_values = runner.run(modality, data.inputs(modality, condition), present).p_values[present]
+        shares[condition] = float((p_values < alpha).mean())
+    return shares
 
 
 def accuracy(per_seed: list[Outcomes], subset: str) -> dict:

@@ -178,7 +178,8 @@ def test_update_learns_new_samples_and_keeps_the_old(trained: tuple[Path, Path],
         return float(np.mean([a == row["label"] for a, row in zip(labels, rows, strict=True)]))
 
     before_new, before_old = accuracy(1, new_rows), accuracy(1, old_rows)
-    out = update(bundle, new, TrainConfig(epochs=10, batch_size=16))
+    # alpha 0.05: the gate calibrates on ~120 inputs here, so no p-value falls below the default's
+    out = update(bundle, new, TrainConfig(epochs=10, batch_size=16, reliability_alpha=0.05))
     manifest = verify_bundle(out)
     assert out.name == "2" and [s.step for s in manifest.history] == ["train", "update"]
     assert manifest.history[-1].trained == ["pen"] and manifest.history[-1].from_version == 1
@@ -191,6 +192,11 @@ def test_update_learns_new_samples_and_keeps_the_old(trained: tuple[Path, Path],
     assert manifest.files["pen.onnx"] != read_manifest(bundle).files["pen.onnx"]  # it trained
     assert accuracy(2, new_rows) > before_new  # the new writer is read better
     assert accuracy(2, old_rows) >= before_old - 0.1  # and the old ones not much worse
+    from anymodal.evaluation.growth import TestSplit, flagged
+
+    shares = flagged(out, TestSplit(trained[1] / "test.jsonl", out), "pen")
+    assert "clean" in shares and "pen:dead:3" in shares and all(0 <= v <= 1 for v in shares.values())
+    assert max(shares.values()) > shares["clean"]  # the updated gate still sees broken inputs
     kept = Reservoir.load(out / manifest.growth.replay, manifest.growth.replay_size)
     assert len(kept.inputs["pen"]) == len(kept.features["pen"]) == 64
 

@@ -14,6 +14,7 @@ from anymodal.evaluation.update import summarize_update
 from anymodal.training.digits import DigitsOptions
 
 from bench.update import ensure_digits
+from bench.update_report import flagged_lines, write_report
 
 
 def seeds(rng: np.random.Generator, accuracy: dict[str, float], n: int = 2000) -> list[dict[str, np.ndarray]]:
@@ -25,7 +26,7 @@ def forget(rng: np.random.Generator, outcomes: list[dict[str, np.ndarray]], rate
     return [{s: np.where(rng.random(len(o)) < rate, 0.0, o) for s, o in seed.items()} for seed in outcomes]
 
 
-def test_the_update_goals_follow_their_intervals() -> None:
+def test_the_update_goals_follow_their_intervals(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     splits = {}
     for split in ("old", "heard"):
@@ -63,6 +64,17 @@ def test_the_update_goals_follow_their_intervals() -> None:
     assert summary["accuracy"]["new"]["guarded"]["a"]["seeds"] == [
         float(np.mean(s["a"])) for s in splits["new"]["guarded"]
     ]
+
+    summary["cpu_seconds"] = seconds
+    summary["flagged"] = {
+        system: {"clean": [0.01, 0.02, 0.01], "audio:tone:3": [1.0, 0.9, 1.0]} for system in splits["new"]
+    }
+    context = {"command": "python bench/update.py", "seeds": [0, 1, 2], "epochs": None, "speaker": "v",
+               "modality": "a", "modalities": ["a", "b"], "test_samples": {s: 2000 for s in splits}}  # fmt: skip
+    write_report(tmp_path, summary, context)
+    report = (tmp_path / "report.md").read_text()
+    assert "| audio:tone:3 | 96.7 (90.0-100.0) |" in report and (tmp_path / "update.png").stat().st_size
+    assert "heard split: the share" in "\n".join(flagged_lines(summary))
 
     splits["heard"]["guarded"] = forget(rng, splits["heard"]["before"], 0.03)
     goals = {g["goal"]: g for g in summarize_update(splits, "a", seconds)["goals"]}

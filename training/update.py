@@ -121,13 +121,20 @@ def update(
     files = {m: old.modalities[m].file for m in kept}
     files |= export_model(_only(model, trained), {m: contracts[m] for m in trained}, out, val)
     reliability = {m: old.modalities[m].reliability for m in kept if old.modalities[m].reliability}
-    # The gate learns what is typical from the new samples and half the replayed inputs, and its
-    # threshold from the new validation samples and the other half: the voices it heard before too.
-    fit, calibrate = ({m: x[half::2] for m, x in replayed.items()} for half in (0, 1))
+    # The gate learns what is typical from the new samples and half the replayed inputs (each
+    # repeated as often as the training samples it stands for: seen / kept), and its threshold from
+    # the new validation samples and the other half: the voices it heard before too.
+    fit, calibrate = (
+        {m: (x[half::2], torch.from_numpy(reservoir.labels[m][half::2])) for m, x in replayed.items()}
+        for half in (0, 1)
+    )
+    for m, (x, y) in fit.items():
+        weight = max(1, round(reservoir.seen[m] / len(replayed[m])))
+        fit[m] = (x.repeat_interleave(weight, dim=0), y.repeat_interleave(weight))
     reliability |= fit_gates(
         _only(model, trained),
-        _with_replay(train, reservoir, fit, 0),
-        _with_replay(val, reservoir, calibrate, 1),
+        _with_replay(train, fit),
+        _with_replay(val, calibrate),
         out,
         settings.reliability_alpha,
     )
@@ -175,19 +182,16 @@ def _features(model: MultimodalModel, modality: str, inputs: torch.Tensor) -> to
     return torch.cat([model.encoders[modality](chunk) for chunk in inputs.split(512)])
 
 
-def _with_replay(
-    split: Tensors, reservoir: Reservoir, replayed: dict[str, torch.Tensor], first: int
-) -> Tensors:
-    """`split` followed by the replayed inputs of each modality (the reservoir's rows `first`,
-    `first` + 2, ...) with their labels, absent in the other modalities."""
-    extra = {m: len(x) for m, x in replayed.items()}
+def _with_replay(split: Tensors, replayed: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Tensors:
+    """`split` followed by the replayed (inputs, labels) of each modality, absent in the others."""
+    extra = {m: len(x) for m, (x, _) in replayed.items()}
     inputs, present = {}, {}
     for m, x in split.inputs.items():
-        added = [replayed[m] if m in replayed else torch.zeros((extra[o], *x.shape[1:]), dtype=x.dtype)
+        added = [replayed[m][0] if m in replayed else torch.zeros((extra[o], *x.shape[1:]), dtype=x.dtype)
                  for o in extra]  # fmt: skip
         inputs[m] = torch.cat([x, *added])
         present[m] = torch.cat([split.present[m], *(torch.full((extra[o],), o == m) for o in extra)])
-    labels = torch.cat([split.labels, *(torch.from_numpy(reservoir.labels[m][first::2]) for m in extra)])
+    labels = torch.cat([split.labels, *(y for _, y in replayed.values())])
     return Tensors(inputs=inputs, present=present, labels=labels)
 
 
