@@ -141,9 +141,9 @@ def grow(
     for bundles, _ in runs:
         for system, bundle in bundles.items():
             evaluated[system].append(outcomes(bundle, test, list(config.modalities)))
-    seconds = {step: [clock.wall[step] for _, clock in runs] for step in runs[0][1].wall}
+    seconds, cpu_seconds = timings([clock for _, clock in runs])
     summary = summarize_growth(evaluated["before"], evaluated["after"], evaluated["scratch"], seconds)
-    summary["cpu_seconds"] = {step: [clock.cpu[step] for _, clock in runs] for step in runs[0][1].cpu}
+    summary["cpu_seconds"] = cpu_seconds
     context = {
         "command": command,
         "seeds": seeds,
@@ -157,21 +157,12 @@ def grow(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2], help="comma-separated, e.g. 0,1,2")
-    parser.add_argument("--epochs", type=int, help="override the config's epochs (quick checks)")
-    parser.add_argument("--config", type=Path, default=ROOT / "training" / "digits.toml")
+    parser = bench_parser(__doc__)
     parser.add_argument("--data", type=Path, default=Path("data/digits"))
     parser.add_argument("--add", default="audio", help="the modalities to add, comma-separated")
     parser.add_argument("--out", type=Path, default=Path("runs/grow"), help="bundles, report.md, grow.png")
-    parser.add_argument("--json", type=Path, help="write the summary here")
-    parser.add_argument(
-        "--skip-bad-rows", action="store_true", help="leave out rows with none of the config's modalities"
-    )
     args = parser.parse_args()
-    logging.basicConfig(format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("anymodal", log.name):  # not the ONNX exporter's chatter
-        logging.getLogger(name).setLevel(logging.INFO)
+    show_progress(log)
     config = load_config(args.config)
     added = [m for m in args.add.split(",") if m]
     if not added or set(added) - set(config.modalities) or set(added) == set(config.modalities):
@@ -181,6 +172,32 @@ def main() -> int:
         config, added, args.data, args.out, args.seeds, args.epochs, command, args.skip_bad_rows
     )
     return finish([*table_lines(summary), "", *goal_lines(summary)], summary, context, args, "grow.png")
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments the growth benchmarks share: --seeds, --epochs, --config, --json, --skip-bad-rows."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2], help="comma-separated, e.g. 0,1,2")
+    parser.add_argument("--epochs", type=int, help="override the config's epochs (quick checks)")
+    parser.add_argument("--config", type=Path, default=ROOT / "training" / "digits.toml")
+    parser.add_argument("--json", type=Path, help="write the summary here")
+    parser.add_argument(
+        "--skip-bad-rows", action="store_true", help="leave out rows with none of the config's modalities"
+    )
+    return parser
+
+
+def show_progress(bench: logging.Logger) -> None:
+    """Log anymodal's and `bench`'s progress at INFO, not the ONNX exporter's chatter."""
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    for name in ("anymodal", bench.name):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+def timings(clocks: list[Clock]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each step's wall and CPU seconds, a value per seed."""
+    wall = {step: [clock.wall[step] for clock in clocks] for step in clocks[0].wall}
+    return wall, {step: [clock.cpu[step] for clock in clocks] for step in clocks[0].cpu}
 
 
 def finish(lines: list[str], summary: dict, context: dict, args: argparse.Namespace, plot: str) -> int:

@@ -11,18 +11,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from anymodal.evaluation.report import diff as report_diff
+from anymodal.evaluation.report import pct
 
 SYSTEMS = {"before": "before (v1)", "after": "grown (v2)", "scratch": "from scratch"}
 
 
-def pct(stat: dict) -> str:
-    return f"{100 * stat['mean']:.1f} ({100 * stat['min']:.1f}-{100 * stat['max']:.1f})"
-
-
 def diff(difference: dict) -> str:
-    return (
-        f"{100 * difference['mean']:+.2f} [{100 * difference['low']:+.2f}, {100 * difference['high']:+.2f}]"
-    )
+    """A difference in points with two decimals: the goals sit at half a point."""
+    return report_diff(difference, decimals=2)
 
 
 def verdict(goal: dict) -> str:
@@ -58,31 +55,63 @@ def _rows(summary: dict) -> list[list[str]]:
 HEADER = ["modalities", *SYSTEMS.values(), "grown - before, pts", "grown - scratch, pts"]
 
 
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as text lines, each column as wide as its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+
+
 def table_lines(summary: dict) -> list[str]:
-    rows = [HEADER, *_rows(summary)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     return [
         "test accuracy (%), clean, gate on: mean over seeds (lowest-highest seed);"
         " differences: mean [95% paired bootstrap interval]",
-        *lines,
+        *aligned([HEADER, *_rows(summary)]),
     ]
 
 
 def goal_lines(summary: dict) -> list[str]:
     lines = ["goals (met only when the whole interval is on the right side of the threshold):"]
     lines += [f"  {verdict(g):22} {g['goal']}: {_figure(g)}" for g in summary["goals"]]
-    wall, cpu = summary["seconds"], summary["cpu_seconds"]
-    lines.append("training seconds per seed, wall (CPU):")
-    lines += [
-        f"  {step:12} " + ", ".join(seconds(wall, cpu, step, i) for i in range(len(wall[step])))
-        for step in wall
-    ]
-    return lines
+    return lines + timing_lines(summary, {step: step for step in summary["seconds"]})
 
 
 def seconds(wall: dict, cpu: dict, step: str, seed: int) -> str:
     return f"{wall[step][seed]:.0f} ({cpu[step][seed]:.0f})"
+
+
+def timing_lines(summary: dict, names: dict[str, str], width: int = 12) -> list[str]:
+    """Each step's training seconds per seed, wall (CPU), as text; `names` by step."""
+    wall, cpu = summary["seconds"], summary["cpu_seconds"]
+    return ["training seconds per seed, wall (CPU):"] + [
+        f"  {names[step]:{width}} " + ", ".join(seconds(wall, cpu, step, i) for i in range(len(wall[step])))
+        for step in wall
+    ]
+
+
+def timing_table(summary: dict, seeds: list[int], names: dict[str, str]) -> list[str]:
+    """The same as a markdown table, a row per seed and their mean."""
+    wall, cpu = summary["seconds"], summary["cpu_seconds"]
+    return table(
+        ["seed", *(names[step] for step in wall)],
+        [[str(seed), *(seconds(wall, cpu, step, i) for step in wall)] for i, seed in enumerate(seeds)]
+        + [["mean", *(f"{np.mean(wall[step]):.0f} ({np.mean(cpu[step]):.0f})" for step in wall)]],
+    )
+
+
+def bars(
+    axis: plt.Axes, accuracy: dict[str, dict[str, dict]], subsets: list[str], labels: dict[str, str]
+) -> None:
+    """Grouped bars per subset, one per system of `labels` (a system may lack some subsets);
+    whiskers span the lowest to the highest seed."""
+    width = 0.8 / len(labels)
+    for i, (system, label) in enumerate(labels.items()):
+        shown = [(j, accuracy[system][s]) for j, s in enumerate(subsets) if s in accuracy[system]]
+        x = np.array([j for j, _ in shown]) + (i - (len(labels) - 1) / 2) * width
+        means = np.array([100 * stat["mean"] for _, stat in shown])
+        spread = np.array(
+            [[m - 100 * st["min"], 100 * st["max"] - m] for m, (_, st) in zip(means, shown, strict=True)]
+        )
+        axis.bar(x, means, width, yerr=spread.T, capsize=2, label=label)
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -95,7 +124,6 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
     plot(summary, out / "grow.png")
     seeds, added = context["seeds"], "+".join(context["added"])
     epochs = f" and {context['epochs']} epochs (not the config's)" if context["epochs"] else ""
-    wall, cpu = summary["seconds"], summary["cpu_seconds"]
     lines = [
         f"# Growing a model: {'+'.join(context['modalities'])} by extending with {added}",
         "",
@@ -128,11 +156,7 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
         " parentheses. The goal compares wall seconds, seed by seed. Training from scratch decodes the"
         " test split too, as `anymodal train` does; `extend` reads only train and validation.",
         "",
-        *table(
-            ["seed", *wall],
-            [[str(seed), *(seconds(wall, cpu, step, i) for step in wall)] for i, seed in enumerate(seeds)]
-            + [["mean", *(f"{np.mean(wall[step]):.0f} ({np.mean(cpu[step]):.0f})" for step in wall)]],
-        ),
+        *timing_table(summary, seeds, {step: step for step in summary["seconds"]}),
         "",
         "![accuracy per subset](grow.png)",
         "",
@@ -146,18 +170,7 @@ def plot(summary: dict, path: Path) -> None:
     accuracy = summary["accuracy"]
     subsets = list(accuracy["after"])
     fig, axis = plt.subplots(figsize=(1.3 * len(subsets) + 2, 3.6))
-    width = 0.27
-    for i, (system, label) in enumerate(SYSTEMS.items()):
-        shown = [(j, accuracy[system][s]) for j, s in enumerate(subsets) if s in accuracy[system]]
-        x = np.array([j for j, _ in shown]) + (i - 1) * width
-        means = np.array([100 * stat["mean"] for _, stat in shown])
-        spread = np.array(
-            [
-                [m - 100 * stat["min"], 100 * stat["max"] - m]
-                for m, (_, stat) in zip(means, shown, strict=True)
-            ]
-        ).T
-        axis.bar(x, means, width, yerr=spread, capsize=2, label=label)
+    bars(axis, accuracy, subsets, SYSTEMS)
     lowest = min(100 * stat["min"] for by_subset in accuracy.values() for stat in by_subset.values())
     axis.set_ylim(max(0.0, lowest - 5), 100)
     axis.set_xticks(range(len(subsets)), subsets, fontsize=7, rotation=20)

@@ -37,7 +37,6 @@ Prints the accuracies and the goals, writes report.md and update.png into --out 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shlex
@@ -55,7 +54,7 @@ from anymodal.training.update import update
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.grow import Clock, derive, finish, parse_seeds, train_mla  # noqa: E402
+from bench.grow import Clock, bench_parser, derive, finish, show_progress, timings, train_mla  # noqa: E402
 from bench.update_report import flagged_lines, goal_lines, table_lines, write_report  # noqa: E402
 
 log = logging.getLogger("update")
@@ -143,7 +142,7 @@ def measure_update(
                 answered = outcomes(bundles[system], test, order)
                 keep = new_subsets if split == "new" else list(answered)
                 found[split][system].append({s: answered[s] for s in keep})
-    seconds = {step: [clock.wall[step] for _, clock in runs] for step in runs[0][1].wall}
+    seconds, cpu_seconds = timings([clock for _, clock in runs])
     summary = summarize_update(found, modality, seconds)
     gates = {
         system: [flagged(bundles[system], tests["heard"], modality) for bundles, _ in runs]
@@ -153,7 +152,7 @@ def measure_update(
         system: {condition: [seed[condition] for seed in per_seed] for condition in per_seed[0]}
         for system, per_seed in gates.items()
     }
-    summary["cpu_seconds"] = {step: [clock.cpu[step] for _, clock in runs] for step in runs[0][1].cpu}
+    summary["cpu_seconds"] = cpu_seconds
     context = {
         "command": command,
         "seeds": seeds,
@@ -168,13 +167,10 @@ def measure_update(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2], help="comma-separated, e.g. 0,1,2")
-    parser.add_argument("--epochs", type=int, help="override the config's epochs (quick checks)")
+    parser = bench_parser(__doc__)
     parser.add_argument(
         "--speaker", default="yweweler", choices=SPEAKERS, help="the voice left out, then added"
     )
-    parser.add_argument("--config", type=Path, default=ROOT / "training" / "digits.toml")
     parser.add_argument("--source", type=Path, default=Path("../shared/data"), help="the raw data")
     parser.add_argument(
         "--data", type=Path, default=Path("data/digits-heard"), help="digits without the speaker"
@@ -183,14 +179,8 @@ def main() -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("runs/update"), help="bundles, report.md, update.png"
     )
-    parser.add_argument("--json", type=Path, help="write the summary here")
-    parser.add_argument(
-        "--skip-bad-rows", action="store_true", help="leave out rows with none of the config's modalities"
-    )
     args = parser.parse_args()
-    logging.basicConfig(format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("anymodal", log.name):  # not the ONNX exporter's chatter
-        logging.getLogger(name).setLevel(logging.INFO)
+    show_progress(log)
     base_options = DigitsOptions(exclude_speakers=(args.speaker,), heard_takes=HEARD_TAKES)
     if args.speaker in (base_options.test_speaker, base_options.val_speaker):
         parser.error(f"--speaker: not the test or validation speaker of digits ({args.speaker})")

@@ -11,9 +11,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
+from anymodal.evaluation.stats import seed_spread
 
-from bench.grow_report import diff, pct, seconds, table, verdict
+from bench.grow_report import aligned, bars, diff, pct, table, timing_lines, timing_table, verdict
 
 SYSTEMS = {
     "before": "before (v1)",
@@ -53,10 +53,7 @@ def table_lines(summary: dict) -> list[str]:
         " differences: mean [95% paired bootstrap interval]"
     ]
     for split, title in SPLITS.items():
-        rows = [_header(summary, split), *_rows(summary, split)]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines += ["", f"{title}:"]
-        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+        lines += ["", f"{title}:", *aligned([_header(summary, split), *_rows(summary, split)])]
     return lines
 
 
@@ -70,31 +67,21 @@ def _flagged_rows(summary: dict) -> list[list[str]]:
 
 def pct_of(values: list[float]) -> str:
     """Mean share over seeds in %, the lowest and highest seed's in parentheses."""
-    return pct({"mean": float(np.mean(values)), "min": min(values), "max": max(values)})
+    mean, low, high = seed_spread(values)
+    return pct({"mean": mean, "min": low, "max": high})
 
 
 FLAGGED_TITLE = "heard split: the share of audio inputs the gate leaves out (%), clean and at severity 3"
 
 
 def flagged_lines(summary: dict) -> list[str]:
-    rows = [["input", *SYSTEMS.values()], *_flagged_rows(summary)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        f"{FLAGGED_TITLE}:",
-        *("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows),
-    ]
+    return [f"{FLAGGED_TITLE}:", *aligned([["input", *SYSTEMS.values()], *_flagged_rows(summary)])]
 
 
 def goal_lines(summary: dict) -> list[str]:
     lines = ["goals (met only when the whole interval is on the right side of the threshold):"]
     lines += [f"  {verdict(g):22} {g['goal']}: {diff(g['difference'])}" for g in summary["goals"]]
-    wall, cpu = summary["seconds"], summary["cpu_seconds"]
-    lines.append("training seconds per seed, wall (CPU):")
-    lines += [
-        f"  {STEPS[step]:22} " + ", ".join(seconds(wall, cpu, step, i) for i in range(len(wall[step])))
-        for step in wall
-    ]
-    return lines
+    return lines + timing_lines(summary, STEPS, width=22)
 
 
 def write_report(out: Path, summary: dict, context: dict) -> None:
@@ -102,7 +89,6 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
     plot(summary, out / "update.png")
     seeds, speaker, samples = context["seeds"], context["speaker"], context["test_samples"]
     epochs = f"; every training {context['epochs']} epochs (not the config's)" if context["epochs"] else ""
-    wall, cpu = summary["seconds"], summary["cpu_seconds"]
     lines = [
         f"# Updating a model with a new speaker: {speaker}",
         "",
@@ -161,11 +147,7 @@ def write_report(out: Path, summary: dict, context: dict) -> None:
         " process in parentheses. Training version 1 decodes the test split too, as `anymodal train`"
         " does; the updates read only the new train and validation splits.",
         "",
-        *table(
-            ["seed", *(STEPS[step] for step in wall)],
-            [[str(seed), *(seconds(wall, cpu, step, i) for step in wall)] for i, seed in enumerate(seeds)]
-            + [["mean", *(f"{np.mean(wall[step]):.0f} ({np.mean(cpu[step]):.0f})" for step in wall)]],
-        ),
+        *timing_table(summary, seeds, STEPS),
         "",
         "![accuracy per subset](update.png)",
         "",
@@ -179,17 +161,9 @@ def plot(summary: dict, path: Path) -> None:
     accuracy = summary["accuracy"]
     most = max(len(accuracy[split]["before"]) for split in SPLITS)
     fig, axes = plt.subplots(len(SPLITS), 1, figsize=(1.2 * most + 2, 2.6 * len(SPLITS)), sharey=True)
-    width = 0.8 / len(SYSTEMS)
     for axis, (split, title) in zip(axes, SPLITS.items(), strict=True):
         subsets = list(accuracy[split]["before"])
-        for i, (system, label) in enumerate(SYSTEMS.items()):
-            stats = [accuracy[split][system][s] for s in subsets]
-            means = np.array([100 * stat["mean"] for stat in stats])
-            spread = np.array(
-                [[m - 100 * st["min"], 100 * st["max"] - m] for m, st in zip(means, stats, strict=True)]
-            )
-            offsets = np.arange(len(subsets)) + (i - (len(SYSTEMS) - 1) / 2) * width
-            axis.bar(offsets, means, width, yerr=spread.T, capsize=2, label=label)
+        bars(axis, accuracy[split], subsets, SYSTEMS)
         axis.set_xticks(range(len(subsets)), subsets, fontsize=8)
         axis.set_xlim(-0.6, most - 0.4)
         axis.set_title(title, fontsize=9)

@@ -77,7 +77,8 @@ def flagged(bundle: Path, test: TestSplit, modality: str) -> dict[str, float]:
     under each corruption family of the evaluation suite at its highest severity: whether the gate
     still tells broken inputs from clean ones."""
     runner = BundleRunner(bundle)
-    data, present = test.inputs(runner), test.inputs(runner).present[modality]
+    data = test.inputs(runner)
+    present = data.present[modality]
     alpha = runner.alphas[runner.modalities.index(modality)]
     kind = runner.contracts[modality].kind
     conditions = [CLEAN, *(condition_name(modality, f, SEVERITIES[-1]) for f in families(kind))]

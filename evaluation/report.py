@@ -16,14 +16,15 @@ from anymodal.evaluation.robustness import CLEAN
 from anymodal.evaluation.summary import VARIANTS
 
 
-def _pct(stat: dict) -> str:
+def pct(stat: dict) -> str:
+    """A share over seeds in %: the mean, the lowest and highest seed's in parentheses."""
     return f"{100 * stat['mean']:.1f} ({100 * stat['min']:.1f}-{100 * stat['max']:.1f})"
 
 
-def _diff(difference: dict) -> str:
-    return (
-        f"{100 * difference['mean']:+.1f} [{100 * difference['low']:+.1f}, {100 * difference['high']:+.1f}]"
-    )
+def diff(difference: dict, decimals: int = 1) -> str:
+    """A difference in points: the mean and its interval."""
+    mean, low, high = (100 * difference[k] for k in ("mean", "low", "high"))
+    return f"{mean:+.{decimals}f} [{low:+.{decimals}f}, {high:+.{decimals}f}]"
 
 
 def _verdict(goal: dict) -> str:
@@ -65,53 +66,53 @@ def write_report(bundle: Path, summary: dict, context: dict) -> None:
     out += ["## Goals (MLA with the gate)", ""]
     out.append(_table(
         ["goal", "difference, pts [95% interval]", "met"],
-        [[g["goal"], _diff(g["difference"]), _verdict(g)] for g in summary["goals"]],
+        [[g["goal"], diff(g["difference"]), _verdict(g)] for g in summary["goals"]],
     ))  # fmt: skip
     ece = summary["calibration"]
     worst = max((c for c in ece if c != CLEAN), key=lambda c: ece[c]["mean"], default=CLEAN)
     out += [
         "",
-        f"Expected calibration error of the answer's score, all modalities clean: {_pct(ece[CLEAN])}%"
-        f" (goal: at most 5%). Worst under a corruption: {worst}, {_pct(ece[worst])}%.",
+        f"Expected calibration error of the answer's score, all modalities clean: {pct(ece[CLEAN])}%"
+        f" (goal: at most 5%). Worst under a corruption: {worst}, {pct(ece[worst])}%.",
         "",
         "Share of clean test inputs the gate flags as unreliable (goal: at most 2%): "
-        + ", ".join(f"{m} {_pct(summary['gate'][f'{m}:clean'])}%" for m in modalities)
-        + f"; all inputs together {_pct(summary['gate']['all:clean'])}%.",
+        + ", ".join(f"{m} {pct(summary['gate'][f'{m}:clean'])}%" for m in modalities)
+        + f"; all inputs together {pct(summary['gate']['all:clean'])}%.",
         "",
         "## Comparisons",
         "",
     ]
     out.append(_table(
         ["comparison", "difference, pts [95% interval]", "verdict"],
-        [[c["claim"], _diff(c["difference"]),
+        [[c["claim"], diff(c["difference"]),
           "holds" if c["holds"] else ("**the opposite holds**" if c["opposite_holds"] else "not shown")]
          for c in summary["comparisons"]],
     ))  # fmt: skip
     out += ["", "## Test accuracy (%) for every subset of modalities, clean", ""]
     out.append(_table(
         ["modalities", *(VARIANTS[v] for v in variants)],
-        [[s, *(_pct(matrix[v][s][CLEAN]) for v in variants)] for s in matrix["mla"]],
+        [[s, *(pct(matrix[v][s][CLEAN]) for v in variants)] for s in matrix["mla"]],
     ))  # fmt: skip
     out += ["", f"## Test accuracy (%), all of {full} present, one corrupted (mean over 3 severities)", ""]
     families = [key for key in matrix["mla"][full] if key.count(":") == 1]
     out.append(_table(
         ["corrupted", *(VARIANTS[v] for v in variants), "gate flags (%)"],
-        [[key, *(_pct(matrix[v][full][key]) for v in variants),
-          _pct(summary["gate"][key]) if key in summary["gate"] else ""] for key in families],
+        [[key, *(pct(matrix[v][full][key]) for v in variants),
+          pct(summary["gate"][key]) if key in summary["gate"] else ""] for key in families],
     ))  # fmt: skip
     out += ["", "## Each subset with one of its modalities corrupted (mean over families and severities)", ""]
     out.append(_table(
         ["modalities", "corrupted", *(VARIANTS[v] for v in variants)],
-        [[s, m, *(_pct(matrix[v][s][f"{m}:all"]) for v in variants)]
+        [[s, m, *(pct(matrix[v][s][f"{m}:all"]) for v in variants)]
          for s in matrix["mla"] for m in s.split("+") if len(s.split("+")) > 1],
     ))  # fmt: skip
     out += ["", "## The reliability gate on clean test inputs", ""]
     out.append(_table(
         ["modality", "flagged as unreliable (%)"],
-        [[m, _pct(summary["gate"][f"{m}:clean"])] for m in modalities],
+        [[m, pct(summary["gate"][f"{m}:clean"])] for m in modalities],
     ))  # fmt: skip
     out += ["", "## Calibration under each corruption (ECE of the answer's score, %)", ""]
-    out.append(_table(["condition", "ECE"], [[c, _pct(v)] for c, v in ece.items()]))
+    out.append(_table(["condition", "ECE"], [[c, pct(v)] for c, v in ece.items()]))
     kept = summary["hgm_kept"]
     out += [
         "",

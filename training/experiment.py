@@ -32,7 +32,7 @@ from anymodal.training.config import Config, ModelConfig, TrainConfig
 from anymodal.training.dataset import Split, fit_normalization, load_splits
 from anymodal.training.evaluate import Tensors, fused_nll, modality_logits
 from anymodal.training.export import export_model, write_manifest
-from anymodal.training.growth import Reservoir, growth_spec, save_encoder, save_projector, step
+from anymodal.training.growth import Reservoir, encode, growth_spec, save_encoder, save_projector, step
 from anymodal.training.hgm import HeadGradientProjector
 from anymodal.training.model import MultimodalModel
 from anymodal.training.train import History, Method, train_model
@@ -224,7 +224,7 @@ def save_growth(
     encoders = {}
     for m in model.modalities:
         rows = train.present[m].nonzero().squeeze(1)
-        features = torch.cat([model.encoders[m](train.inputs[m][c]) for c in rows.split(512)])
+        features = encode(model.encoders[m], train.inputs[m][rows])
         inputs = train.inputs[m][rows].numpy() if settings.replay_inputs else None
         reservoir.add(m, features.numpy(), train.labels[rows].numpy(), seed, inputs)
         encoders[m] = save_encoder(model.encoders[m], model_config, bundle, m)

@@ -41,6 +41,7 @@ from anymodal.training.growth import (
     BestEpoch,
     GrowthError,
     Reservoir,
+    encode,
     growth_spec,
     load_head,
     load_projector,
@@ -105,7 +106,7 @@ def extend(bundle: Path, config: Config, data: Path, seed: int = 0, skip_bad_row
     with torch.no_grad():
         for m in added:
             rows = new_train.present[m].nonzero().squeeze(1)
-            features = torch.cat([model.encoders[m](new_train.inputs[m][c]) for c in rows.split(512)])
+            features = encode(model.encoders[m], new_train.inputs[m][rows])
             inputs = new_train.inputs[m][rows].numpy() if config.train.replay_inputs else None
             reservoir.add(m, features.numpy(), new_train.labels[rows].numpy(), seed, inputs)
     encoders = dict(growth.encoders)

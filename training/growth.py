@@ -120,6 +120,12 @@ class Reservoir:
         return torch.from_numpy(pool_x[rows]), torch.from_numpy(pool_y[rows])
 
 
+@torch.no_grad()
+def encode(encoder: Encoder, inputs: torch.Tensor) -> torch.Tensor:
+    """An encoder's features of `inputs`, a chunk at a time (in the mode the caller left it in)."""
+    return torch.cat([encoder(chunk) for chunk in inputs.split(512)])
+
+
 def replay_step(
     head_opt: HeadOptimizer,
     teacher: torch.nn.Linear,

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from anymodal.service.manifest import Manifest, verify_bundle
+from anymodal.service.manifest import Manifest, ReliabilitySpec, verify_bundle
 from anymodal.training.config import ModelConfig, TrainConfig
 from anymodal.training.dataset import read_split
 from anymodal.training.evaluate import Tensors, fused_nll, modality_logits
@@ -43,6 +43,7 @@ from anymodal.training.growth import (
     BestEpoch,
     GrowthError,
     Reservoir,
+    encode,
     growth_spec,
     load_encoder,
     load_head,
@@ -121,31 +122,15 @@ def update(
     files = {m: old.modalities[m].file for m in kept}
     files |= export_model(_only(model, trained), {m: contracts[m] for m in trained}, out, val)
     reliability = {m: old.modalities[m].reliability for m in kept if old.modalities[m].reliability}
-    # The gate learns what is typical from the new samples and half the replayed inputs (each
-    # repeated as often as the training samples it stands for: seen / kept), and its threshold from
-    # the new validation samples and the other half: the voices it heard before too.
-    fit, calibrate = (
-        {m: (x[half::2], torch.from_numpy(reservoir.labels[m][half::2])) for m, x in replayed.items()}
-        for half in (0, 1)
-    )
-    for m, (x, y) in fit.items():
-        weight = max(1, round(reservoir.seen[m] / len(replayed[m])))
-        fit[m] = (x.repeat_interleave(weight, dim=0), y.repeat_interleave(weight))
-    reliability |= fit_gates(
-        _only(model, trained),
-        _with_replay(train, fit),
-        _with_replay(val, calibrate),
-        out,
-        settings.reliability_alpha,
-    )
+    reliability |= _fit_gates(_only(model, trained), train, val, reservoir, replayed, out, settings)
     encoders = {m: growth.encoders[m] for m in kept}
     for m in trained:
         encoders[m] = save_encoder(model.encoders[m], _model_config(old, m), out, m)
         if m in replayed:  # the kept samples' features, as the new encoder sees them
-            reservoir.features[m] = _features(model, m, replayed[m]).numpy()
+            reservoir.features[m] = encode(model.encoders[m], replayed[m]).numpy()
         rows = train.present[m].nonzero().squeeze(1)
         inputs = train.inputs[m][rows].numpy() if m in reservoir.inputs else None
-        features = _features(model, m, train.inputs[m][rows])
+        features = encode(model.encoders[m], train.inputs[m][rows])
         reservoir.add(m, features.numpy(), train.labels[rows].numpy(), settings.seed, inputs)
     spec = growth_spec(reservoir, encoders)
     save_projector(projector, out / spec.projector)
@@ -154,7 +139,7 @@ def update(
     samples = {name: len(split) for name, split in splits.items()}
     write_manifest(
         out, name=old.name, version=version, labels=old.labels, contracts=contracts, files=files,
-        temperatures={m: spec.temperature for m, spec in old.modalities.items()},
+        temperatures={m: modality.temperature for m, modality in old.modalities.items()},
         reliability=reliability, feature_dim=old.head.feature_dim, rule=old.fusion.rule,
         count_temperatures=old.fusion.temperatures,
         training={"train": asdict(settings), "from_version": old.version, "seconds": round(seconds, 1)},
@@ -176,10 +161,29 @@ def _model_config(old: Manifest, modality: str | None = None) -> ModelConfig:
     return ModelConfig(**encoders[modality or next(iter(encoders))].model)
 
 
-@torch.no_grad()
-def _features(model: MultimodalModel, modality: str, inputs: torch.Tensor) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model.encoders[modality](chunk) for chunk in inputs.split(512)])
+def _fit_gates(
+    model: MultimodalModel,
+    train: Tensors,
+    val: Tensors,
+    reservoir: Reservoir,
+    replayed: dict[str, torch.Tensor],
+    out: Path,
+    settings: TrainConfig,
+) -> dict[str, ReliabilitySpec]:
+    """The gates of `model`'s (trained) modalities. Each learns what is typical from the new samples
+    and half the replayed inputs (each repeated as often as the training samples it stands for:
+    seen / kept), and its threshold from the new validation samples and the other half: the voices
+    it heard before too."""
+    fit, calibrate = (
+        {m: (x[half::2], torch.from_numpy(reservoir.labels[m][half::2])) for m, x in replayed.items()}
+        for half in (0, 1)
+    )
+    for m, (x, y) in fit.items():
+        weight = max(1, round(reservoir.seen[m] / len(replayed[m])))
+        fit[m] = (x.repeat_interleave(weight, dim=0), y.repeat_interleave(weight))
+    return fit_gates(
+        model, _with_replay(train, fit), _with_replay(val, calibrate), out, settings.reliability_alpha
+    )
 
 
 def _with_replay(split: Tensors, replayed: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Tensors:
